@@ -209,3 +209,101 @@ def sample_step(space: SearchSpace, seed: int, step: int, n: int, sandwich: bool
         else:
             archs.append(space.sample(subnet_rng(seed, step, k)))
     return archs
+
+
+# --- index form: a population as integer arrays, for vectorised search and cost models ---
+
+
+@dataclass(frozen=True)
+class ArchBatch:
+    """``N`` architectures as choice indices into a :class:`SearchSpace`.
+
+    ``kernel`` and ``expand``: ``[N, n_slots]`` indices into ``kernel_sizes`` /
+    ``expand_ratios`` (values at inactive slots are ignored); ``depth``: ``[N, n_stages]``
+    indices into ``depths``; ``resolution``: ``[N]`` indices into ``resolutions``.
+    """
+
+    kernel: np.ndarray
+    expand: np.ndarray
+    depth: np.ndarray
+    resolution: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.resolution.shape[0])
+
+    def active_mask(self, space: SearchSpace) -> np.ndarray:
+        """``[N, n_slots]`` bool: which block slots run."""
+        depth_values = np.asarray(space.depths)[self.depth]  # [N, n_stages]
+        position = np.tile(np.arange(space.max_depth), space.n_stages)  # [n_slots]
+        per_slot_depth = np.repeat(depth_values, space.max_depth, axis=1)  # [N, n_slots]
+        return position[None, :] < per_slot_depth
+
+
+def to_batch(space: SearchSpace, archs: Sequence[Arch]) -> ArchBatch:
+    """Index form of ``archs``; inactive slots get index 0."""
+    k_index = {k: i for i, k in enumerate(space.kernel_sizes)}
+    e_index = {e: i for i, e in enumerate(space.expand_ratios)}
+    d_index = {d: i for i, d in enumerate(space.depths)}
+    r_index = {r: i for i, r in enumerate(space.resolutions)}
+    return ArchBatch(
+        kernel=np.array([[k_index.get(k, 0) for k in a.kernel] for a in archs], dtype=np.int64),
+        expand=np.array(
+            [[e_index.get(float(e), 0) for e in a.expand] for a in archs], dtype=np.int64
+        ),
+        depth=np.array([[d_index[d] for d in a.depth] for a in archs], dtype=np.int64),
+        resolution=np.array([r_index[a.resolution] for a in archs], dtype=np.int64),
+    )
+
+
+def from_batch(space: SearchSpace, batch: ArchBatch) -> list[Arch]:
+    """The canonical architectures of ``batch``."""
+    ks, es = np.asarray(space.kernel_sizes), np.asarray(space.expand_ratios, dtype=float)
+    ds, rs = np.asarray(space.depths), np.asarray(space.resolutions)
+    return [
+        space.canonical(
+            Arch(
+                kernel=tuple(int(k) for k in ks[batch.kernel[i]]),
+                expand=tuple(float(e) for e in es[batch.expand[i]]),
+                depth=tuple(int(d) for d in ds[batch.depth[i]]),
+                resolution=int(rs[batch.resolution[i]]),
+            )
+        )
+        for i in range(len(batch))
+    ]
+
+
+@dataclass(frozen=True)
+class AdditiveCost:
+    """A cost that is a sum over active blocks plus a per-resolution base.
+
+    FLOPs, parameters and table latency of an OFA-style supernet all have this form, since
+    each block slot's input and output widths are fixed by the space: only its own kernel
+    and expand ratio (and the resolution) change its cost.
+
+    ``base``: ``[n_resolutions]`` (stem, head, classifier); ``block``:
+    ``[n_resolutions, n_slots, n_kernels, n_expands]``.
+    """
+
+    space: SearchSpace
+    base: np.ndarray
+    block: np.ndarray
+
+    def __post_init__(self) -> None:
+        s = self.space
+        want = (len(s.resolutions), s.n_slots, len(s.kernel_sizes), len(s.expand_ratios))
+        if self.block.shape != want or self.base.shape != (len(s.resolutions),):
+            raise ArchError(
+                f"cost table shapes {self.base.shape}/{self.block.shape} do not fit the space {want}"
+            )
+
+    def of_batch(self, batch: ArchBatch) -> np.ndarray:
+        """``[N]`` float64 costs, vectorised."""
+        n_slots = self.space.n_slots
+        slots = np.arange(n_slots)[None, :]
+        r = batch.resolution[:, None]
+        per_block = self.block[r, slots, batch.kernel, batch.expand]  # [N, n_slots]
+        per_block = np.where(batch.active_mask(self.space), per_block, 0.0)
+        return self.base[batch.resolution] + per_block.sum(axis=1)
+
+    def of(self, arch: Arch) -> float:
+        return float(self.of_batch(to_batch(self.space, [arch]))[0])
