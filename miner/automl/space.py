@@ -13,7 +13,7 @@ without talking to anyone.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -84,7 +84,7 @@ class SearchSpace:
         for name, values in fixed.items():
             if not set(values) <= set(getattr(self, name)):
                 raise ArchError(f"{name}={values} is not inside {getattr(self, name)}")
-        return replace(self, **fixed)
+        return replace(self, **fixed)  # type: ignore[arg-type]
 
     def active(self, arch: Arch) -> list[list[int]]:
         """Slot indices of the active blocks, one list per stage."""
@@ -117,10 +117,12 @@ class SearchSpace:
         for stage, d in enumerate(arch.depth):
             if d not in self.depths:
                 raise ArchError(f"depth {d} of stage {stage} not in {self.depths}")
-        for stage in self.active(arch):
-            for slot in stage:
+        for slots in self.active(arch):
+            for slot in slots:
                 if arch.kernel[slot] not in self.kernel_sizes:
-                    raise ArchError(f"kernel {arch.kernel[slot]} at slot {slot} not in {self.kernel_sizes}")
+                    raise ArchError(
+                        f"kernel {arch.kernel[slot]} at slot {slot} not in {self.kernel_sizes}"
+                    )
                 if float(arch.expand[slot]) not in self.expand_ratios:
                     raise ArchError(
                         f"expand {arch.expand[slot]} at slot {slot} not in {self.expand_ratios}"
@@ -194,7 +196,9 @@ def subnet_rng(seed: int, step: int, k: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed & 0xFFFFFFFF, step, k]))
 
 
-def sample_step(space: SearchSpace, seed: int, step: int, n: int, sandwich: bool = False) -> list[Arch]:
+def sample_step(
+    space: SearchSpace, seed: int, step: int, n: int, sandwich: bool = False
+) -> list[Arch]:
     """The ``n`` sub-networks trained at ``step``.
 
     With ``sandwich`` the first is the largest and the second the smallest of ``space``, the
@@ -293,7 +297,7 @@ class AdditiveCost:
         want = (len(s.resolutions), s.n_slots, len(s.kernel_sizes), len(s.expand_ratios))
         if self.block.shape != want or self.base.shape != (len(s.resolutions),):
             raise ArchError(
-                f"cost table shapes {self.base.shape}/{self.block.shape} do not fit the space {want}"
+                f"cost tables {self.base.shape}/{self.block.shape} do not fit the space {want}"
             )
 
     def of_batch(self, batch: ArchBatch) -> np.ndarray:
@@ -303,7 +307,8 @@ class AdditiveCost:
         r = batch.resolution[:, None]
         per_block = self.block[r, slots, batch.kernel, batch.expand]  # [N, n_slots]
         per_block = np.where(batch.active_mask(self.space), per_block, 0.0)
-        return self.base[batch.resolution] + per_block.sum(axis=1)
+        costs: np.ndarray = self.base[batch.resolution] + per_block.sum(axis=1)
+        return costs
 
     def of(self, arch: Arch) -> float:
         return float(self.of_batch(to_batch(self.space, [arch]))[0])
