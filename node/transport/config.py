@@ -1,0 +1,45 @@
+"""The transport's limits and timeouts, one frozen model built at the entry point.
+
+It is a pydantic model so that process settings can nest it (``[transport]`` in the TOML
+file, ``MANTA_TRANSPORT__MAX_MESSAGE_BYTES``); nothing here reads the environment.
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+KIB = 1024
+MIB = 1024 * KIB
+
+
+class TransportConfig(BaseModel):
+    """Bounds every peer is held to, and the timeouts of every network call.
+
+    ``chunk_bytes`` is what this side sends; ``max_chunk_bytes`` and ``max_message_bytes``
+    are what it accepts (a sender is also refused locally before sending a message over
+    ``max_message_bytes``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_message_bytes: int = Field(default=512 * MIB, gt=0)
+    max_chunk_bytes: int = Field(default=4 * MIB, gt=0, le=2**32 - 1)
+    chunk_bytes: int = Field(default=1 * MIB, gt=0)
+    handshake_window_s: float = Field(default=60.0, gt=0)
+    session_ttl_s: float = Field(default=3600.0, gt=0)
+    max_sessions: int = Field(default=4096, gt=0)
+    max_replay_nonces: int = Field(default=200_000, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    handshake_timeout_s: float = Field(default=10.0, gt=0)
+    read_timeout_s: float = Field(default=30.0, gt=0)
+    message_timeout_s: float = Field(default=300.0, gt=0)
+    sweep_interval_s: float = Field(default=30.0, gt=0)
+    shutdown_timeout_s: float = Field(default=5.0, ge=0)
+
+    @model_validator(mode="after")
+    def _chunk_fits(self) -> Self:
+        if self.chunk_bytes > self.max_chunk_bytes:
+            raise ValueError("chunk_bytes must not exceed max_chunk_bytes")
+        return self

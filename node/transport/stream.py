@@ -1,0 +1,133 @@
+"""A message as a stream of sealed frames: the sender's generator and the receiver's reader.
+
+A message is one HEAD frame (its :class:`~node.transport.frames.MessageHead`) followed by
+CHUNK frames whose data add up to ``total_bytes``, all under one ``round_id``. The sender
+slices the caller's buffers (memoryviews, no join) into chunks of at most ``chunk_bytes``
+and seals one frame at a time, so at most one chunk is ever copied. The receiver checks the
+head before reading on (size limit, known type), allocates the payload once, and opens
+every chunk straight into its place in that buffer. A body that ends early is
+:class:`~node.transport.errors.TruncatedFrame`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Protocol
+
+from node.transport.errors import FrameError, MessageTooLarge, TruncatedFrame
+from node.transport.frames import (
+    HEADER_BYTES,
+    TAG_BYTES,
+    FrameHeader,
+    FrameOpener,
+    FrameSealer,
+    Kind,
+    MessageHead,
+    Payload,
+)
+
+
+class ByteReader(Protocol):
+    """What a message is read from (``aiohttp.StreamReader`` fits)."""
+
+    async def readexactly(self, n: int) -> bytes: ...
+
+    async def read(self, n: int) -> bytes: ...
+
+
+def as_parts(payload: Payload | Sequence[Payload]) -> list[memoryview]:
+    """The payload as flat byte views (one buffer, or several sent back to back)."""
+    items = [payload] if isinstance(payload, bytes | bytearray | memoryview) else payload
+    return [memoryview(item).cast("B") for item in items]
+
+
+def seal_message(
+    sealer: FrameSealer,
+    head: MessageHead,
+    round_id: int,
+    parts: Sequence[memoryview],
+    chunk_bytes: int,
+) -> Iterator[list[Payload]]:
+    """The frames of one message (each as its pieces), sealed lazily: the sealer advances
+    as they are taken."""
+    yield sealer.seal_pieces(Kind.HEAD, round_id, head.encode())
+    for part in parts:
+        for start in range(0, part.nbytes, chunk_bytes):
+            yield sealer.seal_pieces(Kind.CHUNK, round_id, part[start : start + chunk_bytes])
+
+
+def wire_bytes(head: MessageHead, parts: Sequence[memoryview], chunk_bytes: int) -> int:
+    """How many bytes :func:`seal_message` will produce (sent as ``Content-Length``, which
+    spares the chunked transfer encoding)."""
+    frames = 1 + sum(-(-part.nbytes // chunk_bytes) for part in parts)
+    return len(head.encode()) + head.total_bytes + frames * (HEADER_BYTES + TAG_BYTES)
+
+
+async def stream_frames(frames: Iterator[list[Payload]]) -> AsyncIterator[Payload]:
+    """``frames`` as an async iterator of pieces: a streamed aiohttp request body."""
+    for pieces in frames:
+        for piece in pieces:
+            yield piece
+
+
+async def _read(reader: ByteReader, n: int) -> bytes:
+    try:
+        return await reader.readexactly(n)
+    except asyncio.IncompleteReadError as exc:
+        raise TruncatedFrame(got=len(exc.partial), expected=n) from None
+
+
+async def _next_frame(reader: ByteReader, opener: FrameOpener) -> tuple[FrameHeader, bytes]:
+    header = opener.parse_header(await _read(reader, HEADER_BYTES))
+    return header, await _read(reader, header.length + TAG_BYTES)
+
+
+async def _read_into(
+    reader: ByteReader, opener: FrameOpener, header: FrameHeader, out: memoryview
+) -> None:
+    """Open one frame's body as it arrives, block by block, straight into ``out``."""
+    opening, remaining = opener.begin(header, out), header.length
+    while remaining:
+        block = await reader.read(remaining)
+        if not block:
+            raise TruncatedFrame(got=header.length - remaining, expected=header.length)
+        opening.update(block)
+        remaining -= len(block)
+    opening.finish(await _read(reader, TAG_BYTES))
+
+
+async def read_message(
+    reader: ByteReader,
+    opener: FrameOpener,
+    max_message_bytes: int,
+    accept: Callable[[MessageHead], None] | None = None,
+) -> tuple[MessageHead, int, bytearray]:
+    """Read, check and open one message: ``(head, round_id, payload)``.
+
+    ``accept`` sees the head before any payload is read or allocated and may raise to refuse
+    it (unknown type). Raises a :class:`~node.transport.errors.FrameError` subclass or
+    :class:`~node.transport.errors.ReplayError` on the first frame that fails a check.
+    """
+    header, body = await _next_frame(reader, opener)
+    if header.kind is not Kind.HEAD:
+        raise FrameError("a message must start with a HEAD frame")
+    head_bytes = bytearray(header.length)
+    opener.open_into(header, body, memoryview(head_bytes))
+    head = MessageHead.decode(head_bytes)
+    if head.total_bytes > max_message_bytes:
+        raise MessageTooLarge(what="message", size=head.total_bytes, limit=max_message_bytes)
+    if accept is not None:
+        accept(head)
+    round_id = header.round_id
+    payload = bytearray(head.total_bytes)
+    view, got = memoryview(payload), 0
+    while got < head.total_bytes:
+        header = opener.parse_header(await _read(reader, HEADER_BYTES))
+        if not 0 < header.length <= head.total_bytes - got:
+            raise FrameError("chunk overruns the message")
+        await _read_into(reader, opener, header, view[got : got + header.length])
+        if header.kind is not Kind.CHUNK or header.round_id != round_id:
+            raise FrameError("expected a CHUNK frame of the same round")
+        got += header.length
+    return head, round_id, payload
