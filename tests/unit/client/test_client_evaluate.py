@@ -1,0 +1,75 @@
+"""``task verify --data``: a torch.export program pinned by arch.json, evaluated on the
+client's own .npz, its accuracy compared with the claim (needs torch; skipped without)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from client.verify import verify_folder
+from node.documents.manifest import Metrics, ResultManifest
+
+torch = pytest.importorskip("torch")
+
+
+def _program(path: Path) -> str:
+    """A 'network' that says class 1 when the image is bright on average, else class 0."""
+    torch.set_num_threads(1)
+    linear = torch.nn.Linear(16, 2)
+    with torch.no_grad():
+        linear.weight.zero_()
+        linear.weight[1].fill_(1.0)
+        linear.bias.zero_()
+    model = torch.nn.Sequential(torch.nn.Flatten(), linear).eval()
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    program = torch.export.export(model, (torch.zeros(2, 1, 4, 4),),
+                                  dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(path))
+    return "0x" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _delivery(folder: Path, claimed_accuracy: float) -> str:
+    folder.mkdir()
+    program_sha = _program(folder / "model.pt2")
+    header = {"1.weight": {"dtype": "F32", "shape": [2, 16], "data_offsets": [0, 128]},
+              "1.bias": {"dtype": "F32", "shape": [2], "data_offsets": [128, 136]}}
+    raw = json.dumps(header).encode()
+    weights = struct.pack("<Q", len(raw)) + raw + b"\0" * 136
+    arch = json.dumps({"flops": 32, "params": 34, "program_sha256": program_sha,
+                       "arch": {"resolution": 4}, "net": {"in_channels": 1}}).encode()
+    (folder / "model.safetensors").write_bytes(weights)
+    (folder / "arch.json").write_bytes(arch)
+    manifest = ResultManifest(
+        task_id=1, spec_hash="0x" + "1" * 64, arch={}, pareto_front=(),
+        weights_sha256="0x" + hashlib.sha256(weights).hexdigest(),
+        arch_json_sha256="0x" + hashlib.sha256(arch).hexdigest(),
+        metrics=Metrics(accuracy=claimed_accuracy, flops=32, params=34),
+        training_log_sha256="0x" + "0" * 64, group=("0x" + "4" * 40,), shares_wei=(1,))
+    (folder / "manifest.json").write_bytes(manifest.canonical())
+    return manifest.result_root()
+
+
+def test_accuracy_on_own_data_is_measured_and_compared(tmp_path: Path) -> None:
+    bright, dark = np.full((8, 8), 255, np.uint8), np.zeros((8, 8), np.uint8)
+    x = np.stack([bright] * 6 + [dark] * 4)  # 8x8 images, resized to the arch's 4x4
+    y = np.array([1] * 6 + [0, 0, 1, 1])  # the last two are "wrong": accuracy 0.8
+    np.savez(tmp_path / "heldout.npz", x=x, y=y)
+    root = _delivery(tmp_path / "honest", claimed_accuracy=0.82)
+    report = verify_folder(1, tmp_path / "honest", root, tmp_path / "heldout.npz")
+    assert report.evaluated and report.measured["accuracy"] == pytest.approx(0.8)
+    assert report.ok, report.checks
+
+    inflated_root = _delivery(tmp_path / "inflated", claimed_accuracy=0.99)
+    inflated = verify_folder(1, tmp_path / "inflated", inflated_root, tmp_path / "heldout.npz")
+    assert not inflated.ok
+    assert [c.name for c in inflated.checks if not c.ok] == ["accuracy (your data)"]
+
+    (tmp_path / "honest" / "model.pt2").write_bytes(b"swapped")
+    swapped = verify_folder(1, tmp_path / "honest", root, tmp_path / "heldout.npz")
+    assert not swapped.ok and not swapped.evaluated
+    assert [c.name for c in swapped.checks if not c.ok] == ["program sha256"]
