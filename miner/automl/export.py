@@ -3,6 +3,10 @@
 An export directory holds ``model.safetensors`` (the static network's state dict) and
 ``arch.json`` (the layer-level :class:`~miner.automl.static.NetSpec`, the architecture and
 its analytic costs). Loading needs only :mod:`miner.automl.static` and torch.
+
+With ``program=True`` (the default) it also holds ``model.pt2``, the same network as a
+``torch.export`` program with a dynamic batch dimension, pinned by ``program_sha256`` inside
+``arch.json``: a client verifies a result with torch alone, without any miner code.
 ONNX export is not provided: the ``onnx`` package is not part of the miner's stack.
 """
 
@@ -26,6 +30,7 @@ if TYPE_CHECKING:
 
 WEIGHTS_FILE = "model.safetensors"
 ARCH_FILE = "arch.json"
+PROGRAM_FILE = "model.pt2"
 
 
 @dataclass(frozen=True)
@@ -35,9 +40,32 @@ class ExportedSubnet:
     weights_path: Path
     arch_path: Path
     weights_sha256: str
+    program_path: Path | None = None
 
 
-def export_subnet(supernet: OFASupernet, arch: Arch, out_dir: Path) -> ExportedSubnet:
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _write_program(net: StaticNet, in_channels: int, resolution: int, path: Path) -> str:
+    """Save ``net`` as a ``torch.export`` program taking ``[B, C, R, R]``; returns its sha256."""
+    import torch
+
+    example = torch.zeros(2, in_channels, resolution, resolution)
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    was_training = net.training
+    net.eval()
+    try:
+        program = torch.export.export(net, (example,), dynamic_shapes=({0: batch},))
+    finally:
+        net.train(was_training)
+    torch.export.save(program, str(path))
+    return _sha256(path)
+
+
+def export_subnet(
+    supernet: OFASupernet, arch: Arch, out_dir: Path, program: bool = True
+) -> ExportedSubnet:
     """Extract ``arch`` from ``supernet`` and write it to ``out_dir`` (created if needed)."""
     from miner.automl.efficiency import count_flops, count_params  # keeps loading torch-only
 
@@ -53,10 +81,16 @@ def export_subnet(supernet: OFASupernet, arch: Arch, out_dir: Path) -> ExportedS
         "flops": count_flops(supernet.config, arch),
         "params": count_params(supernet.config, arch),
     }
+    program_path = None
+    if program:
+        program_path = out_dir / PROGRAM_FILE
+        in_channels = supernet.config.in_channels
+        description["program_sha256"] = _write_program(
+            net, in_channels, arch.resolution, program_path
+        )
     arch_path = out_dir / ARCH_FILE
     arch_path.write_text(json.dumps(description, sort_keys=True, indent=1), encoding="utf-8")
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
-    return ExportedSubnet(weights, arch_path, digest)
+    return ExportedSubnet(weights, arch_path, _sha256(weights), program_path)
 
 
 def load_exported(directory: Path) -> StaticNet:

@@ -66,12 +66,22 @@ def test_export_roundtrip_in_a_process_without_supernet_code(tmp_path: Path) -> 
     got = torch.load(tmp_path / "y.pt")
     assert torch.allclose(got, want, rtol=1e-5, atol=1e-6)
 
+    # the torch-only program, pinned by arch.json, computes the same at any batch size
+    assert exported.program_path is not None
+    assert description["program_sha256"] == hashlib.sha256(
+        exported.program_path.read_bytes()
+    ).hexdigest()
+    program = torch.export.load(str(exported.program_path)).module()
+    with torch.no_grad():
+        assert torch.allclose(program(x), want, rtol=1e-5, atol=1e-6)
+        assert torch.allclose(program(x[:1]), want[:1], rtol=1e-5, atol=1e-6)
+
 
 def test_load_refuses_missing_or_corrupt(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError):
         load_exported(tmp_path)
     supernet = create_supernet("ofa_mbv3_tiny")
-    export_subnet(supernet, supernet.space.min_arch(), tmp_path)
+    export_subnet(supernet, supernet.space.min_arch(), tmp_path, program=False)
     (tmp_path / "model.safetensors").write_bytes(b"not a tensor file")
     with pytest.raises(CheckpointError):
         load_exported(tmp_path)
