@@ -1,0 +1,404 @@
+"""The event-driven loop of the miner: indexer events → claim policy → claim → group formed.
+
+:class:`MinerDaemon` is driven by the chain layer's indexer (confirmed events, each once,
+reorg removals). Per event:
+
+- ``TaskPosted``: record the task (``seen``); a task already decided is skipped, so a
+  re-delivered event changes nothing. Cheap refusals first (:func:`policy.precheck`), then
+  the spec is fetched and hash-checked, then :func:`policy.decide`. A claim goes through
+  :meth:`MinerDaemon.send_once` (intent record → send → outcome).
+- ``TaskClaimed`` of this miner: the claim is mined (reconciles a record left open).
+- ``TaskStarted`` (all slots filled) of a claimed task: the group is read from chain
+  (``membersOf``), recorded with this miner's role, the task becomes ``formed`` and the
+  ``on_group_formed`` hook runs (training is wired there by the lead). A task whose claim
+  window ended with free slots starts without an event; :meth:`poll` finds those.
+- ``ResultSubmitted`` / ``TaskSettled`` / ``TaskExpired`` / ``TaskCancelled``: phases.
+
+**Restart after ``kill -9``.** :meth:`MinerDaemon.start` first reconciles every open intent
+with the chain (:func:`store.reconcile`): effect visible → mined; own transaction still in
+the mempool → wait for it; neither → abandoned, and a claim is retried only if the task is
+still OPEN with time left. Only then does the indexer resume from its cursor. So no
+transaction is sent twice for the same (purpose, task). A send whose outcome is unknown
+(receipt timeout, RPC down) leaves its record open; the periodic :meth:`poll` reconciles
+it the same way. Handlers and the poll hold one lock, so they never interleave.
+
+Handlers run inline on the indexer's task (a claim waits for its receipt before the next
+event is read): simple and ordered; the claim latency is one block plus the spec fetch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from miner.daemon import policy
+from miner.daemon.errors import DaemonError
+from miner.daemon.metrics import MinerMetrics
+from miner.daemon.settings import MinerSettings
+from miner.daemon.settle import STEP_PHASES, ResultDeps, ResultFlow
+from miner.daemon.store import (
+    Resolution,
+    StateStore,
+    TaskPhase,
+    TaskRecord,
+    TxRecord,
+    reconcile,
+)
+from node.chain.errors import ChainError, RpcError, TxTimeout
+from node.chain.indexer import Indexer, IndexerConfig, RpcBlockSource, decoding
+from node.chain.market import TaskMarket
+from node.chain.models import (
+    ChainEvent,
+    ResultSubmitted,
+    TaskCancelled,
+    TaskClaimed,
+    TaskExpired,
+    TaskPosted,
+    TaskSettled,
+    TaskStarted,
+    TaskState,
+    TxReceipt,
+)
+from node.chain.rpc import RpcPool
+from node.documents.manifest import ResultManifest
+from node.documents.spec import TaskSpec
+from node.errors import MantaError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+SpecFetcher = Callable[[TaskPosted], Awaitable[TaskSpec]]
+GroupHook = Callable[[TaskRecord], Awaitable[None]]
+Check = Callable[[], Awaitable[bool]]
+Send = Callable[[], Awaitable[TxReceipt]]
+
+
+@dataclass(frozen=True)
+class DaemonDeps:
+    """What the loop uses; made at the entry point (``manta-miner run``) or by a test.
+
+    ``on_group_formed`` runs on the event path under the daemon's lock: it must start the
+    training (a subprocess, owned by a supervisor) and return, not train.
+    """
+
+    rpc: RpcPool
+    market: TaskMarket  # with this miner's sender
+    store: StateStore
+    settings: MinerSettings
+    fetch_spec: SpecFetcher
+    metrics: MinerMetrics
+    start_block: int = 0
+    on_group_formed: GroupHook | None = None
+    result: ResultDeps | None = None  # None: the daemon stops at "formed" (claim path only)
+    pending_wait_s: float = 60.0
+
+
+class MinerDaemon:
+    """One miner's loop (see the module docstring); ``await start()`` / ``await shutdown()``."""
+
+    def __init__(self, deps: DaemonDeps) -> None:
+        self._d = deps
+        self.address = deps.market.sender.address
+        self._indexer: Indexer | None = None
+        # Handlers (indexer task) and the periodic poll (run_until_stopped) change state one
+        # at a time, so a group is never formed twice and recovery never races a live send.
+        self._lock = asyncio.Lock()
+        self.flow = (ResultFlow(deps.result, deps.market, deps.store, self.send_once)
+                     if deps.result is not None else None)
+
+    # ---- plumbing ------------------------------------------------------------------------
+
+    async def _db(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.to_thread(fn, *args)
+
+    async def chain_now(self) -> int:
+        """The latest block's timestamp: deadlines are chain time, not wall time."""
+        return int((await self._d.rpc.get_block("latest"))["timestamp"])
+
+    async def _own_tx_pending(self) -> bool:
+        rpc = self._d.rpc
+        pending = await rpc.get_nonce(self.address, "pending")
+        return pending > await rpc.get_nonce(self.address, "latest")
+
+    # ---- sending exactly once --------------------------------------------------------------
+
+    async def send_once(self, purpose: str, task_id: int, send: Send) -> TxReceipt | None:
+        """Send ``purpose`` for ``task_id`` unless a live record exists (then None).
+
+        A revert in the pre-flight marks the record failed (nothing was spent) and re-raises;
+        a timeout leaves it open for :meth:`recover` (it may still be mined).
+        """
+        record, fresh = await self._db(self._d.store.begin_tx, purpose, task_id)
+        if not fresh:
+            logger.info("not resending purpose=%s task=%d status=%s", purpose, task_id,
+                        record.status.value)
+            return None
+        try:
+            receipt = await send()
+        except (TxTimeout, RpcError):
+            self._d.metrics.txs.inc(purpose=purpose, outcome="unknown")
+            raise  # it may have been sent: the record stays open for recover()
+        except MantaError as exc:
+            await self._db(self._d.store.mark_failed, record.tx_id, str(exc)[:500])
+            self._d.metrics.txs.inc(purpose=purpose, outcome="failed")
+            raise
+        tx_hash = "0x" + receipt.tx_hash.hex()
+        await self._db(self._d.store.mark_mined, record.tx_id, tx_hash, receipt.block_number)
+        self._d.metrics.txs.inc(purpose=purpose, outcome="mined")
+        logger.info("tx mined purpose=%s task=%d hash=%s block=%d", purpose, task_id, tx_hash,
+                    receipt.block_number)
+        return receipt
+
+    async def _claim_done(self, task_id: int) -> bool:
+        members = await self._d.market.members_of(task_id)
+        return self.address.lower() in (m.lower() for m in members)
+
+    async def claim(self, task_id: int) -> None:
+        """Claim with an intent record; the phase follows the outcome."""
+        store = self._d.store
+        await self._db(store.set_phase, task_id, TaskPhase.CLAIMING, "")
+        try:
+            gas_cap = self._d.settings.tx.gas_cap
+            receipt = await self.send_once(
+                "claim", task_id, lambda: self._d.market.claim(task_id, gas_cap))
+        except (TxTimeout, RpcError) as exc:
+            logger.warning("claim outcome unknown, will reconcile task=%d error=%s", task_id, exc)
+            return
+        except ChainError as exc:  # a revert, too little money, gas cap: nothing was spent
+            logger.warning("claim not sent task=%d error=%s", task_id, exc)
+            await self._db(store.set_phase, task_id, TaskPhase.FAILED, f"claim failed: {exc}")
+            return
+        if receipt is not None:
+            await self._db(store.set_phase, task_id, TaskPhase.CLAIMED, "")
+        await self._update_active()
+
+    # ---- recovery ---------------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Reconcile every open intent with the chain (run before the indexer resumes)."""
+        for record in await self._db(self._d.store.open_txs):
+            if record.purpose == "claim":
+                await self._recover_claim(record)
+            elif self.flow is not None:
+                resolution = await self.flow.recover(record, await self._own_tx_pending())
+                if resolution is Resolution.WAIT:
+                    await self._wait_mempool()
+                    resolution = await self.flow.recover(record, False)
+                logger.info("reconciled intent purpose=%s task=%d resolution=%s",
+                            record.purpose, record.task_id, resolution.value)
+
+    async def _recover_claim(self, record: TxRecord) -> None:
+        store, task_id = self._d.store, record.task_id
+        resolution = reconcile(record, await self._claim_done(task_id),
+                               await self._own_tx_pending())
+        if resolution is Resolution.WAIT:
+            await self._wait_mempool()
+            resolution = reconcile(record, await self._claim_done(task_id), False)
+        logger.info("reconciled intent purpose=claim task=%d resolution=%s", task_id,
+                    resolution.value)
+        if resolution is Resolution.DONE:
+            await self._db(store.mark_mined, record.tx_id, None, None)
+            await self._db(store.set_phase, task_id, TaskPhase.CLAIMED, "recovered")
+            return
+        await self._db(store.mark_abandoned, record.tx_id)
+        view = await self._d.market.get_task(task_id)
+        if view.state is TaskState.OPEN and view.claim_deadline > await self.chain_now():
+            await self.claim(task_id)
+        else:
+            await self._db(store.set_phase, task_id, TaskPhase.FAILED,
+                           f"claim not mined; task is {view.state.name}")
+
+    async def _wait_mempool(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._d.pending_wait_s
+        while await self._own_tx_pending() and loop.time() < deadline:
+            await asyncio.sleep(self._d.settings.indexer.poll_interval_s)
+
+    # ---- events -----------------------------------------------------------------------------
+
+    async def on_event(self, event: ChainEvent, removed: bool) -> None:
+        """The indexer's handler: one confirmed event (or the removal of one).
+
+        RPC failures propagate (the indexer retries the same log later); any other error of
+        ours is this task's problem only: logged, and the daemon goes on.
+        """
+        async with self._lock:
+            try:
+                await self._dispatch(event, removed)
+            except RpcError:
+                raise
+            except MantaError as exc:
+                logger.error("event handling failed event=%s task=%s error=%s",
+                             type(event).__name__, getattr(event, "task_id", None), exc)
+
+    async def _dispatch(self, event: ChainEvent, removed: bool) -> None:
+        if removed:
+            logger.warning("event removed by a reorg event=%s task=%s", type(event).__name__,
+                           getattr(event, "task_id", None))
+            return
+        if isinstance(event, TaskPosted):
+            await self.on_posted(event)
+        elif isinstance(event, TaskClaimed):
+            await self._on_claimed(event)
+        elif isinstance(event, TaskStarted):
+            await self.form_group(event.task_id)
+        elif isinstance(event, ResultSubmitted):
+            await self._advance(event.task_id, TaskPhase.SUBMITTED)
+        elif isinstance(event, TaskSettled):
+            phase = TaskPhase.SETTLED if event.miners_paid else TaskPhase.FAILED
+            await self._advance(event.task_id, phase, "" if event.miners_paid else "lost")
+        elif isinstance(event, TaskExpired | TaskCancelled):
+            await self._advance(event.task_id, TaskPhase.FAILED, type(event).__name__)
+
+    async def on_posted(self, event: TaskPosted) -> None:
+        store, d = self._d.store, self._d
+        spec_hash = "0x" + event.spec_hash.hex()
+        record = await self._db(store.record_task, event.task_id, spec_hash, TaskPhase.SEEN, "")
+        if record.phase is not TaskPhase.SEEN:
+            return  # decided before (a re-delivered event after a restart)
+        now = await self.chain_now()
+        active = await self._db(store.active_count)
+        verdict = policy.precheck(event, d.settings.policy, d.settings.capacity, active, now)
+        if verdict is None:
+            spec, error = None, None
+            try:
+                spec = await d.fetch_spec(event)
+            except MantaError as exc:
+                error = str(exc)
+            verdict = policy.decide(event, spec, error, d.settings.policy, d.settings.capacity,
+                                    active, await self.chain_now())
+        d.metrics.decisions.inc(verdict="claim" if verdict.claim else "refuse")
+        logger.info("claim decision task=%d claim=%s reason=%s", event.task_id, verdict.claim,
+                    verdict.reason)
+        if not verdict.claim:
+            await self._db(store.set_phase, event.task_id, TaskPhase.REFUSED, verdict.reason)
+            return
+        await self.claim(event.task_id)
+
+    async def _on_claimed(self, event: TaskClaimed) -> None:
+        if event.miner.lower() != self.address.lower():
+            return
+        record = await self._db(self._d.store.task, event.task_id)
+        if record is not None and record.phase is TaskPhase.CLAIMING:
+            await self._db(self._d.store.set_phase, event.task_id, TaskPhase.CLAIMED, "")
+
+    async def form_group(self, task_id: int) -> None:
+        """Record the group of a claimed task and hand it to the ``on_group_formed`` hook."""
+        store = self._d.store
+        record = await self._db(store.task, task_id)
+        if record is None or record.phase not in (TaskPhase.CLAIMING, TaskPhase.CLAIMED):
+            return
+        members = await self._d.market.members_of(task_id)
+        if self.address.lower() not in (m.lower() for m in members):
+            return
+        await self._db(store.set_group, task_id, members, self.address)
+        formed = await self._db(store.set_phase, task_id, TaskPhase.FORMED, "")
+        logger.info("group formed task=%d role=%s members=%d", task_id, formed.role,
+                    len(members))
+        if self._d.on_group_formed is not None:
+            await self._d.on_group_formed(formed)
+
+    async def poll(self) -> None:
+        """Periodic work: reconcile intents left open (timeouts), and form the groups of
+        claimed tasks that started without an event (claim window over, slots left)."""
+        async with self._lock:
+            await self.recover()
+            for record in await self._db(self._d.store.tasks, [TaskPhase.CLAIMED]):
+                if await self._d.market.state_of(record.task_id) is TaskState.RUNNING:
+                    await self.form_group(record.task_id)
+            if self.flow is None:
+                return
+            now = await self.chain_now()
+            for record in await self._db(self._d.store.tasks, list(STEP_PHASES)):
+                try:
+                    await self.flow.step(record, now)
+                except RpcError:
+                    raise
+                except ChainError as exc:  # this task's problem; the others go on
+                    logger.warning("result step failed task=%d error=%s", record.task_id, exc)
+
+    async def publish_result(self, task_id: int, manifest: ResultManifest) -> str:
+        """Leader: publish, serve and sign the group's manifest (see :mod:`settle`)."""
+        if self.flow is None:
+            raise DaemonError("the daemon was built without result dependencies")
+        async with self._lock:
+            return await self.flow.publish(task_id, manifest)
+
+    async def _advance(self, task_id: int, phase: TaskPhase, reason: str = "") -> None:
+        record = await self._db(self._d.store.task, task_id)
+        if record is None or record.phase in (TaskPhase.REFUSED, TaskPhase.SEEN):
+            return  # not ours
+        if record.phase is phase or record.phase in (TaskPhase.WITHDRAWN, TaskPhase.FAILED):
+            return
+        await self._db(self._d.store.set_phase, task_id, phase, reason)
+        await self._update_active()
+
+    async def _update_active(self) -> None:
+        self._d.metrics.tasks_active.set(await self._db(self._d.store.active_count))
+
+    # ---- life ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Reconcile open intents, then start the indexer from its cursor."""
+        async with self._lock:
+            await self.recover()
+        settings = self._d.settings
+        config = IndexerConfig.from_settings(settings.indexer, self._d.start_block)
+        source = RpcBlockSource(self._d.rpc, self._d.market.address)
+        handler = decoding(self._d.market.decode_logs, self.on_event)
+        source_id = f"{self._d.rpc.chain_id}:{self._d.market.address}"
+        self._indexer = await Indexer.start(source, settings.paths().cursor_file, handler,
+                                            config, source_id)
+        logger.info("miner daemon started address=%s market=%s", self.address,
+                    self._d.market.address)
+
+    async def wait(self) -> None:
+        """Until the indexer stops; raises what stopped it."""
+        if self._indexer is not None:
+            await self._indexer.wait()
+
+    @property
+    def error(self) -> BaseException | None:
+        """What stopped the indexer (a handler error, a deep reorg), if anything."""
+        return self._indexer.error if self._indexer is not None else None
+
+    async def shutdown(self) -> None:
+        """Stop the indexer and close its cursor file.
+
+        Python 3.11's ``asyncio.wait_for`` (used by the RPC pool for every call) returns the
+        call's result instead of raising when a cancellation arrives as the call completes
+        (gh-86296), so the one cancel of ``Indexer.shutdown`` can be lost and the polling
+        task would run on forever. Until the indexer guards against it, re-cancel its task.
+        """
+        indexer, self._indexer = self._indexer, None
+        if indexer is None:
+            return
+        closing = asyncio.create_task(indexer.shutdown())
+        while not (await asyncio.wait({closing}, timeout=0.5))[0]:
+            polling: asyncio.Task[None] | None = getattr(indexer, "_task", None)
+            if polling is not None and not polling.done():
+                logger.warning("indexer ignored a cancellation; cancelling it again")
+                polling.cancel()
+        await closing
+
+
+async def run_until_stopped(daemon: MinerDaemon, stop: asyncio.Event,
+                            started_poll_s: float = 5.0) -> None:
+    """Run ``daemon`` until ``stop`` is set (or its indexer fails), polling implicit starts."""
+    await daemon.start()
+    try:
+        while not stop.is_set():
+            if daemon.error is not None:
+                raise daemon.error
+            try:
+                await daemon.poll()
+            except ChainError as exc:
+                logger.warning("periodic poll failed error=%s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), started_poll_s)
+    finally:
+        await daemon.shutdown()

@@ -1,0 +1,231 @@
+"""From a trained group to money in the wallet: publish, sign, submit, finalize, withdraw.
+
+:class:`ResultFlow` runs inside the daemon's periodic poll (under its lock), one step per
+task per poll, each step idempotent:
+
+- **leader** — :meth:`ResultFlow.publish` (called by the training side once the artifacts
+  are stored): check the manifest against the chain, store it, sign it; phase ``signing``.
+  Then each poll collects the members' signatures from their ``/tasks/{id}/signature``
+  (each checked by recovering its signer) and, once all are in and the work deadline has
+  not passed, submits (intent record ``submit``). Past the deadline it refuses to send a
+  transaction that must revert, and says so.
+- **member** — while its task trains, poll the leader's ``/tasks/{id}/manifest``; when it
+  appears, check it (task, spec hash, group and order, shares = reward), download the
+  weights and architecture artifacts (hash-checked, so this member serves them too), sign;
+  phase ``signing``. ``ResultSubmitted`` then moves it to ``submitted``.
+- **everyone** — ``submitted`` past the review deadline with a silent client: finalize
+  (intent ``finalize``; a revert because someone else did it first costs nothing). After
+  ``TaskSettled``: withdraw the credit in the task's token (intent ``withdraw``); phase
+  ``withdrawn``.
+
+Intent records of ``submit``/``finalize``/``withdraw`` left open by a crash are reconciled
+by :meth:`ResultFlow.recover` (the chain says whether the effect happened).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from miner.daemon.artifacts import ArtifactStore
+from miner.daemon.errors import DaemonError
+from miner.daemon.peers import PeerClient, PeerError
+from miner.daemon.result import ResultSigner, check_manifest, check_signature
+from miner.daemon.store import Resolution, StateStore, TaskPhase, TaskRecord, TxRecord, reconcile
+from node.chain.errors import ChainError, ContractRevert
+from node.chain.market import TaskMarket
+from node.chain.models import TaskState, TaskView, TxReceipt
+from node.documents.manifest import ResultManifest
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+SendOnce = Callable[[str, int, Callable[[], Awaitable[TxReceipt]]], Awaitable[TxReceipt | None]]
+TRAINING_PHASES = (TaskPhase.FORMED, TaskPhase.TRAINING, TaskPhase.SEARCHING)
+STEP_PHASES = (*TRAINING_PHASES, TaskPhase.SIGNING, TaskPhase.SUBMITTING, TaskPhase.SUBMITTED,
+               TaskPhase.SETTLED)
+
+
+class ResultRefused(DaemonError):  # noqa: N818 (a refusal, not a failure of ours)
+    """A manifest this miner will not publish or sign."""
+
+    template = "task {task_id}: result refused: {reason}"
+
+
+@dataclass(frozen=True)
+class ResultDeps:
+    """What the flow needs besides the daemon's market and store."""
+
+    artifacts: ArtifactStore
+    peers: PeerClient
+    sign: ResultSigner
+    endpoint: str  # this miner's public URL (the result URI points at its manifest)
+
+
+class ResultFlow:
+    """See the module docstring."""
+
+    def __init__(self, deps: ResultDeps, market: TaskMarket, store: StateStore,
+                 send_once: SendOnce) -> None:
+        self._d = deps
+        self._market = market
+        self._store = store
+        self._send_once = send_once
+        self.address = market.sender.address
+
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.to_thread(fn, *args)
+
+    def _signed_params(self, task_id: int) -> dict[str, Any]:
+        return {"chain_id": self._market.sender.rpc.chain_id, "market": self._market.address,
+                "task_id": task_id}
+
+    # ---- leader ------------------------------------------------------------------------------
+
+    async def publish(self, task_id: int, manifest: ResultManifest) -> str:
+        """Store, serve and sign the leader's manifest; returns its result root."""
+        record = await self._db(self._store.task, task_id)
+        if record is None or record.role != "leader" or record.phase not in TRAINING_PHASES:
+            raise ResultRefused(task_id=task_id, reason="not the leader of a training task")
+        view = await self._market.get_task(task_id)
+        problems = check_manifest(manifest, task_id=task_id, spec_hash=view.spec_hash,
+                                  group=record.group, reward_wei=view.reward_wei)
+        for sha in (manifest.weights_sha256, manifest.arch_json_sha256):
+            if await self._db(self._d.artifacts.path_of, sha) is None:
+                problems.append(f"artifact {sha} is not stored")
+        if problems:
+            raise ResultRefused(task_id=task_id, reason="; ".join(problems))
+        return await self._sign_and_store(record, manifest)
+
+    async def _sign_and_store(self, record: TaskRecord, manifest: ResultManifest) -> str:
+        root = manifest.result_root()
+        signature = self._d.sign(record.task_id, root, manifest.shares_wei)
+        await self._db(self._store.set_manifest, record.task_id, manifest.canonical(), root)
+        await self._db(self._store.add_signature, record.task_id, root, self.address, signature)
+        await self._db(self._store.set_phase, record.task_id, TaskPhase.SIGNING, "")
+        logger.info("result signed task=%d role=%s root=%s", record.task_id, record.role, root)
+        return root
+
+    async def _collect_and_submit(self, record: TaskRecord, view: TaskView, now: int) -> None:
+        task_id, root = record.task_id, record.result_root
+        raw = await self._db(self._store.manifest, task_id)
+        if root is None or raw is None:
+            return
+        manifest = ResultManifest.model_validate_json(raw)
+        signed = {k.lower(): v for k, v in (await self._db(self._store.signatures, task_id,
+                                                           root)).items()}
+        for member in record.group[1:]:
+            if member.lower() in signed:
+                continue
+            try:
+                endpoint = await self._market.endpoint_of(member)
+                signature = await self._d.peers.signature(endpoint, task_id, root)
+            except PeerError as exc:
+                logger.warning("signature not fetched task=%d member=%s error=%s", task_id,
+                               member, exc)
+                continue
+            if signature is not None and check_signature(
+                    signature, member, result_root=root, shares_wei=manifest.shares_wei,
+                    **self._signed_params(task_id)):
+                await self._db(self._store.add_signature, task_id, root, member, signature)
+                signed[member.lower()] = signature
+        if len(signed) < len(record.group):
+            return
+        if now > view.work_deadline:
+            await self._db(self._store.set_phase, task_id, TaskPhase.FAILED,
+                           f"work deadline {view.work_deadline} passed; not submitting")
+            return
+        ordered = [signed[m.lower()] for m in record.group]
+        uri = f"{self._d.endpoint}/tasks/{task_id}/manifest"
+        await self._db(self._store.set_phase, task_id, TaskPhase.SUBMITTING, "")
+        receipt = await self._send_once("submit", task_id, lambda: self._market.submit_result(
+            task_id, root, uri, manifest.shares_wei, ordered))
+        if receipt is not None:
+            await self._db(self._store.set_phase, task_id, TaskPhase.SUBMITTED, "")
+
+    # ---- member ------------------------------------------------------------------------------
+
+    async def _check_and_sign(self, record: TaskRecord, view: TaskView) -> None:
+        task_id = record.task_id
+        endpoint = await self._market.endpoint_of(record.group[0])
+        fetched = await self._d.peers.manifest(endpoint, task_id)
+        if fetched is None:
+            return  # the leader has not published yet
+        manifest, _raw = fetched
+        problems = check_manifest(manifest, task_id=task_id, spec_hash=view.spec_hash,
+                                  group=record.group, reward_wei=view.reward_wei)
+        if problems:
+            logger.warning("leader's manifest refused task=%d problems=%s", task_id, problems)
+            return
+        for sha in (manifest.weights_sha256, manifest.arch_json_sha256):
+            if await self._db(self._d.artifacts.path_of, sha) is None:
+                tmp = await self._d.peers.download(endpoint, sha, self._d.artifacts.directory)
+                try:
+                    await self._db(self._d.artifacts.put_file, tmp, sha, task_id)
+                finally:
+                    tmp.unlink(missing_ok=True)
+        await self._sign_and_store(record, manifest)
+
+    # ---- everyone ------------------------------------------------------------------------------
+
+    async def _finalize(self, record: TaskRecord, view: TaskView, now: int) -> None:
+        if view.state is TaskState.SETTLED:
+            await self._db(self._store.set_phase, record.task_id, TaskPhase.SETTLED, "")
+        elif view.state is TaskState.SUBMITTED and now > view.settle_deadline:
+            try:
+                await self._send_once("finalize", record.task_id,
+                                      lambda: self._market.finalize(record.task_id))
+            except ContractRevert as exc:
+                logger.info("finalize not needed task=%d reason=%s", record.task_id, exc)
+
+    async def _withdraw(self, record: TaskRecord, view: TaskView) -> None:
+        if await self._market.credit_of(self.address, view.token) > 0:
+            await self._send_once("withdraw", record.task_id,
+                                  lambda: self._market.withdraw(view.token))
+        await self._db(self._store.set_phase, record.task_id, TaskPhase.WITHDRAWN, "")
+
+    async def step(self, record: TaskRecord, now: int) -> None:
+        """One idempotent step of ``record``'s task (see the module docstring)."""
+        if record.phase not in STEP_PHASES or not record.group:
+            return
+        view = await self._market.get_task(record.task_id)
+        try:
+            if record.phase in TRAINING_PHASES and record.role == "member":
+                if now <= view.work_deadline:
+                    await self._check_and_sign(record, view)
+            elif record.phase in (TaskPhase.SIGNING, TaskPhase.SUBMITTING) \
+                    and record.role == "leader":
+                await self._collect_and_submit(record, view, now)
+            elif record.phase is TaskPhase.SUBMITTED:
+                await self._finalize(record, view, now)
+            elif record.phase is TaskPhase.SETTLED:
+                await self._withdraw(record, view)
+        except (PeerError, ResultRefused) as exc:
+            logger.warning("result step postponed task=%d error=%s", record.task_id, exc)
+
+    # ---- recovery ----------------------------------------------------------------------------
+
+    async def _done_on_chain(self, record: TxRecord) -> bool:
+        view = await self._market.get_task(record.task_id)
+        if record.purpose == "submit":
+            return view.state in (TaskState.SUBMITTED, TaskState.DISPUTED, TaskState.SETTLED)
+        if record.purpose == "finalize":
+            return view.state is TaskState.SETTLED
+        if record.purpose == "withdraw":
+            return await self._market.credit_of(self.address, view.token) == 0
+        raise ChainError(f"no reconciliation for purpose {record.purpose!r}")
+
+    async def recover(self, record: TxRecord, own_tx_pending: bool) -> Resolution:
+        """Reconcile an open ``submit``/``finalize``/``withdraw`` record with the chain."""
+        resolution = reconcile(record, await self._done_on_chain(record), own_tx_pending)
+        if resolution is Resolution.DONE:
+            await self._db(self._store.mark_mined, record.tx_id, None, None)
+            after = {"submit": TaskPhase.SUBMITTED, "withdraw": TaskPhase.WITHDRAWN}
+            if record.purpose in after:
+                await self._db(self._store.set_phase, record.task_id, after[record.purpose], "")
+        elif resolution is Resolution.RETRY:
+            await self._db(self._store.mark_abandoned, record.tx_id)  # the next step re-sends
+        return resolution

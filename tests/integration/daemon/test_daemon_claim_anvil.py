@@ -1,0 +1,219 @@
+"""The daemon's claim path on anvil: a posted task is claimed exactly once — also across a
+restart, a crash between intent and send, and a crash after the send — and refused with a
+reason when the spec is unusable or of a kind not served."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from miner.daemon.daemon import DaemonDeps, MinerDaemon
+from miner.daemon.metrics import MinerMetrics
+from miner.daemon.settings import MinerSettings, load_miner_settings
+from miner.daemon.specs import fetch_spec
+from miner.daemon.store import StateStore, TaskPhase, TaskRecord, TxStatus
+from node.chain.market import TaskMarket
+from node.chain.models import TaskParams
+from node.devnet import Devnet, DevnetConfig
+from node.documents.spec import Constraint, DatasetRef, SearchSpaceSpec, TaskSpec
+
+pytestmark = [pytest.mark.anvil, pytest.mark.timeout(120), pytest.mark.usefixtures("watchdog"),
+              pytest.mark.asyncio(loop_scope="module")]
+ROOT = Path(__file__).resolve().parents[3]
+CLIENT, MINER, ARBITER = 0, 1, 9
+
+
+@dataclass
+class Chain:
+    devnet: Devnet
+    client: TaskMarket
+    miner: TaskMarket
+    folder: Path
+
+    async def post(self, spec: TaskSpec | None = None, *, raw: bytes | None = None,
+                   **params: Any) -> tuple[int, int]:
+        """Post a task with ``spec`` served from a file; returns (task id, its block)."""
+        spec = spec or tiny_spec()
+        body = raw if raw is not None else spec.canonical()
+        path = self.folder / f"spec-{os.urandom(4).hex()}.json"
+        path.write_bytes(body)
+        fields: dict[str, Any] = {
+            "reward_wei": 10**17, "bond_wei": 10**15, "slots": 1, "claim_window_s": 600,
+            "work_window_s": 7200, "review_window_s": 600, "arbitration_window_s": 600,
+            "arbiter": self.devnet.accounts[ARBITER].address, "spec_hash": spec.spec_hash(),
+            "validation_hash": "0x" + "77" * 32,
+        }
+        fields.update(params)
+        posted = await self.client.post_task(TaskParams(**fields), path.as_uri())
+        return posted.task_id, posted.receipt.block_number
+
+
+def tiny_spec(kind: str = "classification") -> TaskSpec:
+    return TaskSpec(
+        kind=kind, dataset=DatasetRef(name="digits" if kind == "classification"
+                                      else "procedural-stereo"),
+        search_space=SearchSpaceSpec(resolutions=(32,)), constraint=Constraint(max_flops=10**6),
+        objective="max_accuracy" if kind == "classification" else "min_epe",
+    )
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def chain(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Chain]:
+    config = DevnetConfig(anvil_path=ROOT / "node_modules" / ".bin" / "anvil")
+    if not config.anvil_path.exists():
+        pytest.skip("anvil not installed (npm ci)")
+    devnet = await Devnet.start(config)
+    try:
+        market = devnet.deployment.task_market
+        client = await TaskMarket.create(devnet.rpc, market, await devnet.sender(CLIENT))
+        miner = await TaskMarket.create(devnet.rpc, market, await devnet.sender(MINER))
+        await miner.register("http://127.0.0.1:1")
+        yield Chain(devnet, client, miner, tmp_path_factory.mktemp("specs"))
+    finally:
+        await devnet.stop()
+
+
+@dataclass
+class Running:
+    daemon: MinerDaemon
+    store: StateStore
+    formed: list[TaskRecord]
+
+
+def settings_for(data_dir: Path, **overrides: Any) -> MinerSettings:
+    return load_miner_settings(data_dir=str(data_dir), indexer={"poll_interval_s": 0.05},
+                               **overrides)
+
+
+async def start_daemon(chain: Chain, data_dir: Path, start_block: int,
+                       settings: MinerSettings | None = None) -> Running:
+    store = StateStore.open(data_dir / "state.sqlite")
+    formed: list[TaskRecord] = []
+
+    async def hook(record: TaskRecord) -> None:
+        formed.append(record)
+
+    deps = DaemonDeps(rpc=chain.devnet.rpc, market=chain.miner, store=store,
+                      settings=settings or settings_for(data_dir), fetch_spec=fetch_spec,
+                      metrics=MinerMetrics(), start_block=start_block, on_group_formed=hook,
+                      pending_wait_s=5.0)
+    daemon = MinerDaemon(deps)
+    await daemon.start()
+    return Running(daemon, store, formed)
+
+
+async def stop_daemon(running: Running) -> None:
+    await running.daemon.shutdown()
+    running.store.close()
+
+
+async def until(predicate: Callable[[], bool], timeout_s: float = 30.0,
+                store: StateStore | None = None) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not predicate():
+        if loop.time() > deadline:
+            state = (store.tasks(), store.txs()) if store is not None else ()
+            raise AssertionError(f"condition not reached in time; store: {state}")
+        await asyncio.sleep(0.05)
+
+
+def phase(store: StateStore, task_id: int) -> TaskPhase | None:
+    record = store.task(task_id)
+    return record.phase if record is not None else None
+
+
+async def nonce(chain: Chain) -> int:
+    return await chain.devnet.rpc.get_nonce(chain.miner.sender.address, "latest")
+
+
+async def test_claims_once_and_not_again_after_restart(chain: Chain, tmp_path: Path) -> None:
+    task_id, block = await chain.post()
+    running = await start_daemon(chain, tmp_path, block)
+    await until(lambda: phase(running.store, task_id) is TaskPhase.FORMED, store=running.store)
+    assert await chain.client.members_of(task_id) == [chain.miner.sender.address]
+    (claim,) = running.store.claims()
+    assert claim.status is TxStatus.MINED and claim.tx_hash and claim.task_id == task_id
+    assert [(r.task_id, r.role, r.slot) for r in running.formed] == [(task_id, "leader", 0)]
+    sent = await nonce(chain)
+    await stop_daemon(running)
+
+    again = await start_daemon(chain, tmp_path, block)  # same data dir: same cursor and store
+    await asyncio.sleep(0.5)  # several indexer polls
+    assert await nonce(chain) == sent and len(again.store.claims()) == 1
+    assert phase(again.store, task_id) is TaskPhase.FORMED and again.formed == []
+    await stop_daemon(again)
+
+
+async def test_crash_between_intent_and_send(chain: Chain, tmp_path: Path) -> None:
+    task_id, block = await chain.post()
+    with StateStore.open(tmp_path / "state.sqlite") as store:  # what a killed daemon left
+        store.record_task(task_id, "0x", TaskPhase.SEEN)
+        store.set_phase(task_id, TaskPhase.CLAIMING)
+        store.begin_tx("claim", task_id)
+    before = await nonce(chain)
+    running = await start_daemon(chain, tmp_path, block)
+    await until(lambda: phase(running.store, task_id) is TaskPhase.FORMED, store=running.store)
+    statuses = [c.status for c in running.store.claims()]
+    assert statuses == [TxStatus.ABANDONED, TxStatus.MINED]
+    assert await nonce(chain) == before + 1  # exactly one claim sent
+    assert await chain.client.members_of(task_id) == [chain.miner.sender.address]
+    await stop_daemon(running)
+
+
+async def test_crash_after_send_is_not_resent(chain: Chain, tmp_path: Path) -> None:
+    task_id, block = await chain.post(slots=2)
+    with StateStore.open(tmp_path / "state.sqlite") as store:
+        store.record_task(task_id, "0x", TaskPhase.SEEN)
+        store.set_phase(task_id, TaskPhase.CLAIMING)
+        store.begin_tx("claim", task_id)
+    await chain.miner.claim(task_id)  # mined, but the daemon died before recording it
+    before = await nonce(chain)
+    running = await start_daemon(chain, tmp_path, block)
+    await until(lambda: phase(running.store, task_id) is TaskPhase.CLAIMED, store=running.store)
+    await asyncio.sleep(0.3)
+    assert [c.status for c in running.store.claims()] == [TxStatus.MINED]
+    assert await nonce(chain) == before
+    await stop_daemon(running)
+
+
+async def test_refusals_spend_nothing(chain: Chain, tmp_path: Path) -> None:
+    stereo, block = await chain.post(tiny_spec("stereo"))
+    tampered, _ = await chain.post(raw=tiny_spec().canonical().replace(b"digits", b"Digits"))
+    greedy, _ = await chain.post(reward_wei=1)
+    before = await nonce(chain)
+    floor = settings_for(tmp_path, policy={"min_reward_wei_per_unit": 10**6})
+    running = await start_daemon(chain, tmp_path, block, floor)
+    await until(lambda: all(phase(running.store, t) is TaskPhase.REFUSED
+                            for t in (stereo, tampered, greedy)))
+    reasons = {t: running.store.task(t).reason for t in (stereo, tampered, greedy)}
+    assert reasons[stereo].startswith("kind_not_served")
+    assert reasons[tampered].startswith("spec_unusable") and "hash mismatch" in reasons[tampered]
+    assert reasons[greedy].startswith("reward_too_low")
+    assert await nonce(chain) == before and running.store.claims() == []
+    await stop_daemon(running)
+
+
+async def test_group_forms_when_the_claim_window_ends_with_free_slots(chain: Chain,
+                                                                     tmp_path: Path) -> None:
+    task_id, block = await chain.post(slots=3, claim_window_s=60)
+    running = await start_daemon(chain, tmp_path, block)
+    await until(lambda: phase(running.store, task_id) is TaskPhase.CLAIMED, store=running.store)
+    await running.daemon.poll()
+    assert phase(running.store, task_id) is TaskPhase.CLAIMED  # window still open: no group
+    await chain.devnet.rpc.request("evm_increaseTime", [61])
+    await chain.devnet.rpc.request("evm_mine", [])
+    await running.daemon.poll()  # RUNNING without a TaskStarted event
+    record = running.store.task(task_id)
+    assert record is not None and (record.phase, record.role) == (TaskPhase.FORMED, "leader")
+    assert [r.task_id for r in running.formed] == [task_id]
+    await running.daemon.poll()
+    assert len(running.formed) == 1  # formed once
+    await stop_daemon(running)

@@ -1,0 +1,113 @@
+"""The claim policy: one row per reason to refuse, and the cases that claim."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from miner.daemon.policy import compute_units, decide, estimated_time_s, memory_gib, precheck
+from miner.daemon.settings import CapacitySettings, PolicySettings
+from node.chain.models import TaskPosted
+from node.documents.spec import Constraint, DatasetRef, SearchSpaceSpec, TaskSpec, TrainingBudget
+
+NOW = 1_000_000
+TOKEN = "0x" + "11" * 20
+
+
+def make_spec(**changes: Any) -> TaskSpec:
+    base: dict[str, Any] = {
+        "kind": "classification", "dataset": DatasetRef(name="digits"),
+        "search_space": SearchSpaceSpec(resolutions=(32,)),
+        "training": TrainingBudget(batch_size=32), "constraint": Constraint(max_flops=10**6),
+    }
+    base.update(changes)
+    return TaskSpec(**base)
+
+
+SPEC = make_spec()
+
+
+def make_task(spec: TaskSpec = SPEC, **changes: Any) -> TaskPosted:
+    fields: dict[str, Any] = {
+        "block_number": 5, "block_hash": b"\x01" * 32, "tx_hash": b"\x02" * 32, "log_index": 0,
+        "task_id": 1, "client": "0x" + "aa" * 20, "token": "0x" + "00" * 20,
+        "reward_wei": 10**18, "bond_wei": 10**16, "slots": 1, "claim_deadline": NOW + 600,
+        "work_window_s": 3600, "review_window_s": 600, "arbitration_window_s": 600,
+        "arbiter": "0x" + "bb" * 20, "spec_hash": spec.spec_hash(),
+        "validation_hash": b"\x03" * 32, "spec_uri": "http://client/spec.json",
+    }
+    fields.update(changes)
+    return TaskPosted(**fields)
+
+
+@dataclass
+class Case:
+    name: str
+    claim: bool
+    reason: str
+    task: dict[str, Any] = field(default_factory=dict)
+    spec: TaskSpec | None = SPEC
+    spec_error: str | None = None
+    policy: dict[str, Any] = field(default_factory=dict)
+    capacity: dict[str, Any] = field(default_factory=dict)
+    active: int = 0
+
+
+CASES = [
+    Case("claims a fitting task", True, "claim"),
+    Case("too many active tasks", False, "too_many_active_tasks", active=1),
+    Case("more slots of concurrency", True, "claim", active=1,
+         capacity={"max_concurrent_tasks": 2}),
+    Case("claim window over", False, "claim_window_over", task={"claim_deadline": NOW + 2}),
+    Case("token not accepted", False, "token_not_accepted", policy={"tokens": (TOKEN,)}),
+    Case("accepted token", True, "claim", task={"token": TOKEN}, policy={"tokens": (TOKEN,)}),
+    Case("bond too high", False, "bond_too_high", policy={"max_bond_wei": 10**15}),
+    Case("spec unreachable", False, "spec_unusable: connection refused", spec=None,
+         spec_error="connection refused"),
+    Case("dataset hash mismatch", False, "spec_unusable: dataset hash mismatch", spec=None,
+         spec_error="dataset hash mismatch"),
+    Case("spec hash mismatch", False, "spec_hash_mismatch",
+         task={"spec_hash": b"\x09" * 32}),
+    Case("unknown kind", False, "kind_not_served", policy={"kinds": ("stereo",)}),
+    Case("memory beyond capacity", False, "memory_beyond_capacity",
+         capacity={"memory_gib": 0.5}),
+    Case("reward too low", False, "reward_too_low",
+         policy={"min_reward_wei_per_unit": 10**19}),
+    Case("deadline unreachable", False, "deadline_unreachable",
+         capacity={"units_per_hour": 1.0}, task={"work_window_s": 60}),
+    Case("deadline fits without margin", True, "claim",
+         capacity={"units_per_hour": 36.0}, task={"work_window_s": 50},
+         policy={"time_margin": 1.0}),
+    Case("deadline misses with margin", False, "deadline_unreachable",
+         capacity={"units_per_hour": 36.0}, task={"work_window_s": 50},
+         policy={"time_margin": 2.0}),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_decide(case: Case) -> None:
+    task = make_task(**case.task)
+    decision = decide(task, case.spec, case.spec_error, PolicySettings(**case.policy),
+                      CapacitySettings(**case.capacity), case.active, NOW)
+    assert decision.claim is case.claim
+    assert decision.reason.startswith(case.reason), decision.reason
+
+
+def test_precheck_matches_decide_for_cheap_refusals() -> None:
+    task = make_task(claim_deadline=NOW)
+    early = precheck(task, PolicySettings(), CapacitySettings(), 0, NOW)
+    assert early is not None and early.reason.startswith("claim_window_over")
+    assert precheck(make_task(), PolicySettings(), CapacitySettings(), 0, NOW) is None
+
+
+def test_estimates_scale_with_the_budget() -> None:
+    small = make_spec()
+    big = make_spec(search_space=SearchSpaceSpec(resolutions=(64,)),
+                    training=TrainingBudget(batch_size=128))
+    # 4 phases x 1 epoch x 4 sub-networks, scaled by (32/224)^2
+    assert compute_units(small) == pytest.approx(16.0 * (32 / 224) ** 2)
+    assert compute_units(big) == pytest.approx(compute_units(small) * 4)
+    assert memory_gib(big) > memory_gib(small)
+    assert estimated_time_s(60.0, CapacitySettings(units_per_hour=60.0)) == 3600.0
