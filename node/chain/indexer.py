@@ -424,9 +424,13 @@ class Indexer:
     async def shutdown(self) -> None:
         """Stop polling (cancel and await the task) and close the cursor file."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # cancel until done: a cancellation can be lost inside library code that catches it
+            while not self._task.done():
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait({self._task}, timeout=1.0)
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                self._task.result()
             self._task = None
         await self._store.close()
 

@@ -217,7 +217,8 @@ class RpcPool:
                 await endpoint.w3.provider.disconnect()
 
     async def _verify(self, endpoint: Endpoint) -> None:
-        actual = int(await asyncio.wait_for(endpoint.w3.eth.chain_id, self._config.timeout_s))
+        async with asyncio.timeout(self._config.timeout_s):
+            actual = int(await endpoint.w3.eth.chain_id)
         if self._chain_id is None:
             self._chain_id = actual
             logger.info("rpc connected endpoint=%s chain_id=%d", endpoint.label, actual)
@@ -226,7 +227,8 @@ class RpcPool:
         endpoint.verified = True
 
     async def _check_fresh(self, endpoint: Endpoint, max_age_s: float) -> None:
-        block = await asyncio.wait_for(endpoint.w3.eth.get_block("latest"), self._config.timeout_s)
+        async with asyncio.timeout(self._config.timeout_s):
+            block = await endpoint.w3.eth.get_block("latest")
         timestamp = int(block["timestamp"])
         age_s = time.time() - timestamp
         if age_s > max_age_s:
@@ -239,7 +241,10 @@ class RpcPool:
         max_age_s = self._config.max_block_age_s
         if max_age_s is not None and time.time() > endpoint.fresh_until:
             await self._check_fresh(endpoint, max_age_s)
-        return await asyncio.wait_for(op(endpoint.w3), self._config.timeout_s)
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+        # arrives as the call completes (gh-86296), leaving a cancelled poller running.
+        async with asyncio.timeout(self._config.timeout_s):
+            return await op(endpoint.w3)
 
     async def run(self, method: str, op: Callable[[AsyncWeb3[Any]], Awaitable[T]]) -> T:
         """Run ``op`` on the active endpoint, retrying and failing over on transport errors.
