@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 # The CPU build of torch; a GPU rig installs a CUDA build first (see README).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup test test-py test-contracts lint demo bench clean
+.PHONY: setup test test-py test-contracts lint demo bench bench-long clean
 
 setup: $(VENV)/.stamp node_modules/.stamp
 
@@ -41,8 +41,16 @@ lint: setup
 demo: setup
 	$(VENV)/bin/manta-node demo
 
+# Each script prints a table and, as its last line, one JSON object (see bench/RESULTS.md).
+# The long ones (inherit ~20 min, stereo ~15 min) run only with `make bench-long`.
+BENCH_QUICK := gas search supernet_overhead allreduce
+BENCH_LONG  := inherit stereo
+
 bench: setup
-	$(PY) bench/gas.py
+	@for b in $(BENCH_QUICK); do echo "== bench/$$b.py"; $(PY) bench/$$b.py || exit 1; done
+
+bench-long: setup
+	@for b in $(BENCH_LONG); do echo "== bench/$$b.py"; $(PY) bench/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) node_modules contracts/out contracts/cache
