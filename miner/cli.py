@@ -1,0 +1,225 @@
+"""``manta-miner``: the miner's command line. ``automl`` runs the AutoML engine locally.
+
+- ``manta-miner automl train SPEC.toml [--out DIR] [--resume]``: progressive-shrinking
+  training of a supernet with progress bars and step checkpoints.
+- ``manta-miner automl search --run DIR --max-flops N``: measure sampled sub-networks,
+  fit the accuracy predictor, search under the limits, export the chosen network.
+- ``manta-miner automl supernets``: the registered supernet names.
+
+Each command parses, calls one function of :mod:`miner.automl.runs` and renders. Errors
+are handled once: a :class:`~node.errors.MantaError` prints one line to stderr and exits
+with code 1.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from typer.core import TyperGroup
+
+from node.errors import ConfigError, MantaError
+
+logger = logging.getLogger(__name__)
+
+
+class _ErrorHandlingGroup(TyperGroup):
+    """The one error handler: our errors become one clean line and exit code 1."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MantaError as exc:
+            logger.debug("command failed", exc_info=True)
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(
+    cls=_ErrorHandlingGroup,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="MANTA miner tools.",
+)
+automl_app = typer.Typer(
+    cls=_ErrorHandlingGroup,
+    no_args_is_help=True,
+    help="Train and search once-for-all supernets locally.",
+)
+app.add_typer(automl_app, name="automl")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object for machines.")]
+
+
+@app.callback()
+def _root(
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING…")] = "WARNING",
+) -> None:
+    """MANTA miner tools."""
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s %(message)s")
+
+
+def _device(name: str) -> Any:
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(f"--device {name!r}: {exc}") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name!r}: CUDA is not available on this machine")
+    return device
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+@automl_app.command("train")
+def train_command(
+    spec: Annotated[Path, typer.Argument(help="Training spec (TOML).")],
+    out: Annotated[
+        Path | None, typer.Option(help="Run folder (default: next to the spec).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue from the newest checkpoint in --out.")
+    ] = False,
+    device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda:0.")] = "cpu",
+    json_out: JsonOpt = False,
+) -> None:
+    """Train a supernet by progressive shrinking, checkpointing as it goes."""
+    from miner.automl.config import load_train_config
+    from miner.automl.runs import prepare_training, run_training
+    from miner.automl.train import StepReport
+
+    config = load_train_config(spec)
+    out_dir = out or spec.with_suffix("")
+    prepared = prepare_training(config, out_dir, resume, _device(device))
+    console = Console(stderr=True, quiet=json_out)
+    with _progress(console) as progress:
+        total = progress.add_task(
+            "training",
+            total=prepared.trainer.plan.total_steps,
+            completed=prepared.trainer.global_step,
+            info="",
+        )
+
+        def show(report: StepReport) -> None:
+            loss = sum(report.losses) / len(report.losses)
+            acc = sum(report.accuracies) / len(report.accuracies)
+            progress.update(
+                total,
+                completed=report.global_step,
+                description=f"{report.phase} {report.phase_index + 1}/{report.n_phases}",
+                info=f"loss {loss:.3f} acc {acc:.2f} {report.samples_per_s:.0f} img/s",
+            )
+
+        summary = run_training(prepared, show)
+    if json_out:
+        typer.echo(
+            json.dumps(
+                {
+                    "out": str(summary.out_dir),
+                    "steps": summary.global_step,
+                    "resumed_step": summary.resumed_step,
+                    "val_accuracy": summary.val_accuracy,
+                },
+                sort_keys=True,
+            )
+        )
+        return
+    out_console = Console()
+    if summary.resumed_step is not None:
+        out_console.print(f"resumed at step {summary.resumed_step}")
+    out_console.print(f"trained {summary.global_step} steps -> {summary.out_dir}")
+    for name, accuracy in summary.val_accuracy.items():
+        out_console.print(f"  {name} sub-network: val accuracy {accuracy:.4f}")
+
+
+@automl_app.command("search")
+def search_command(
+    run: Annotated[Path, typer.Option(help="A finished training run folder.")],
+    out: Annotated[Path | None, typer.Option(help="Export folder (default: RUN/search).")] = None,
+    max_flops: Annotated[float | None, typer.Option(help="Upper limit on MACs.")] = None,
+    max_params: Annotated[float | None, typer.Option(help="Upper limit on parameters.")] = None,
+    objective: Annotated[str, typer.Option(help="Cost to minimise: flops or params.")] = "flops",
+    n_subnets: Annotated[int, typer.Option(help="Sub-networks measured for the predictor.")] = 40,
+    population: Annotated[int, typer.Option()] = 64,
+    generations: Annotated[int, typer.Option()] = 60,
+    seed: Annotated[int, typer.Option()] = 0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Search a trained supernet under limits and export the chosen sub-network."""
+    from miner.automl.runs import SearchRequest, prepare_search, run_search
+
+    limits = {
+        name: value
+        for name, value in (("flops", max_flops), ("params", max_params))
+        if value is not None
+    }
+    request = SearchRequest(
+        run_dir=run,
+        out_dir=out or run / "search",
+        limits=limits,
+        objective=objective,
+        n_subnets=n_subnets,
+        population=population,
+        generations=generations,
+        seed=seed,
+    )
+    prepared = prepare_search(request)
+    console = Console(stderr=True, quiet=json_out)
+    with _progress(console) as progress:
+        task = progress.add_task("measuring sub-networks", total=n_subnets, info="")
+        summary = run_search(prepared, lambda done, total: progress.update(task, completed=done))
+    result = {
+        "out": str(summary.out_dir),
+        "arch": summary.arch.to_dict(),
+        "val_accuracy": summary.val_accuracy,
+        "predicted_accuracy": summary.predicted_accuracy,
+        "costs": summary.costs,
+        "predictor_kendall_tau": summary.predictor_kendall_tau,
+        "front_size": summary.front_size,
+    }
+    if json_out:
+        typer.echo(json.dumps(result, sort_keys=True))
+        return
+    out_console = Console()
+    out_console.print(f"exported -> {summary.out_dir}")
+    out_console.print(
+        f"  val accuracy {summary.val_accuracy:.4f} (predicted {summary.predicted_accuracy:.4f})"
+    )
+    for name, value in summary.costs.items():
+        out_console.print(f"  {name} {value:,.0f}")
+    out_console.print(
+        f"  predictor Kendall tau {summary.predictor_kendall_tau:.3f}, "
+        f"front of {summary.front_size}"
+    )
+
+
+@automl_app.command("supernets")
+def supernets_command() -> None:
+    """List the registered supernets."""
+    from miner.automl.registry import list_supernets
+
+    for name in list_supernets():
+        typer.echo(name)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
