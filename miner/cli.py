@@ -1,4 +1,8 @@
-"""``manta-miner``: the miner's command line. ``automl`` runs the AutoML engine locally.
+"""``manta-miner``: the miner's command line.
+
+The daemon's commands (:mod:`miner.daemon.cli`) sit at the top: ``init``, ``register``,
+``run``, ``status``, ``withdraw``, reading ``--config`` (a TOML file) and ``MANTA_``
+environment variables. ``automl`` runs the AutoML engine locally, without any chain:
 
 - ``manta-miner automl train SPEC.toml [--out DIR] [--resume]``: progressive-shrinking
   training of a supernet with progress bars and step checkpoints.
@@ -59,10 +63,23 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object for
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option(help="TOML settings file.")] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING…")] = "WARNING",
 ) -> None:
-    """MANTA miner tools."""
+    """MANTA miner: run the daemon, or the AutoML engine alone (``automl``)."""
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s %(message)s")
+    ctx.obj = config  # the daemon commands read it through ctx.find_root().obj
+
+
+def _mount_daemon_commands() -> None:
+    """Put the daemon's commands (init, register, run, status, withdraw) on this app."""
+    from miner.daemon.cli import app as daemon_app
+
+    app.registered_commands.extend(daemon_app.registered_commands)
+
+
+_mount_daemon_commands()
 
 
 def _device(name: str) -> Any:

@@ -178,3 +178,14 @@ def test_bad_spec_field_is_named(tmp_path: Path) -> None:
     spec.write_text(spec.read_text().replace("batch_size = 16", "batch_size = -1"))
     result = _invoke("automl", "train", str(spec), "--out", str(tmp_path / "run"))
     assert result.exit_code == 1 and "batch_size" in result.output
+
+
+def test_daemon_commands_are_mounted_on_manta_miner() -> None:
+    from typer.testing import CliRunner
+
+    from miner.cli import app as miner_app
+
+    result = CliRunner().invoke(miner_app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("init", "register", "run", "status", "withdraw", "automl"):
+        assert command in result.output
