@@ -18,7 +18,14 @@ ever slow a run down). It also measures the bytes a peer sends
 for a one-sub-network step of the full OFA-MobileNetV3 supernet as a fraction of a dense
 exchange, against the fraction of weight elements that sub-network uses.
 
+It also times one ``--message-mib`` message through ``node.transport`` (AEAD and
+authenticated-only, both ends in one process, the receiver recycling its payload buffer as
+the gradient channel does) against a bare streamed aiohttp upload of the same bytes into a
+preallocated buffer: the transport's own overhead, apart from the exchange (MB/s, median of
+``--message-repeats``).
+
 Usage: python bench/allreduce.py [--mib 100] [--iters 3] [--peers 2 4] [--repeats 1]
+                                 [--message-mib 100] [--message-repeats 5]
 Last line of output: one JSON object.
 """
 
@@ -255,6 +262,101 @@ def _sparse_fraction() -> dict[str, float]:
     }
 
 
+async def _upload_seconds(nbytes: int, repeats: int) -> float:
+    """Median seconds of a streamed aiohttp upload (1 MiB pieces) into a reused buffer."""
+    import aiohttp
+    from aiohttp import web
+
+    sink = memoryview(bytearray(nbytes))
+
+    async def receive(request: web.Request) -> web.Response:
+        got = 0
+        while block := await request.content.read(4 << 20):
+            sink[got : got + len(block)] = block
+            got += len(block)
+        return web.Response(body=b"ok" if got == nbytes else b"short")
+
+    app = web.Application()
+    app.router.add_post("/upload", receive)
+    runner = web.AppRunner(app, access_log=None, read_bufsize=8 << 20)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/upload"
+    data = memoryview(np.random.default_rng(0).bytes(nbytes))
+
+    async def body():  # type: ignore[no-untyped-def]
+        for start in range(0, nbytes, 1 << 20):
+            yield data[start : start + (1 << 20)]
+
+    times = []
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                headers = {"Content-Length": str(nbytes)}
+                async with http.post(url, data=body(), headers=headers) as response:
+                    if await response.read() != b"ok":
+                        raise RuntimeError("upload arrived short")
+                times.append(time.perf_counter() - t0)
+    finally:
+        await runner.cleanup()
+    return statistics.median(times)
+
+
+async def _message_seconds(nbytes: int, repeats: int, aead: bool) -> float:
+    """Median seconds of one transport message of ``nbytes`` (send until the reply)."""
+    from eth_account import Account
+
+    from node.transport import IncomingMessage, Mode, PeerClient, TransportServer
+
+    sender, receiver = Account.create(), Account.create()
+
+    async def membership(task_id: int, address: str) -> bool:
+        return address == sender.address
+
+    server = await TransportServer.create(receiver, membership)
+    spare: list[memoryview] = []
+    data = np.random.default_rng(1).bytes(nbytes)
+
+    async def keep(message: IncomingMessage) -> None:
+        if bytes(message.payload[-64:]) != data[-64:]:
+            raise RuntimeError("message arrived corrupted")
+        spare.append(memoryview(message.payload))
+
+    server.register(
+        "keep", keep, allocate=lambda n: spare.pop() if spare else np.empty(n, np.uint8).data
+    )
+    mode = Mode.AEAD if aead else Mode.AUTH
+    client = await PeerClient.create(sender, server.url, receiver.address, 1, mode=mode)
+    times = []
+    try:
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            await client.send("keep", data)
+            times.append(time.perf_counter() - t0)
+    finally:
+        await client.shutdown()
+        await server.shutdown()
+    return statistics.median(times)
+
+
+def _message_throughput(mib: float, repeats: int) -> dict[str, float]:
+    """MB/s of one message: bare aiohttp upload, transport AUTH, transport AEAD (interleaved)."""
+    nbytes = int(mib * 2**20)
+    runs: dict[str, list[float]] = {"upload": [], "auth": [], "aead": []}
+    for _ in range(2):  # two interleaved passes: the machine's load drifts
+        runs["upload"].append(asyncio.run(_upload_seconds(nbytes, repeats)))
+        runs["auth"].append(asyncio.run(_message_seconds(nbytes, repeats, aead=False)))
+        runs["aead"].append(asyncio.run(_message_seconds(nbytes, repeats, aead=True)))
+    out = {f"message_{k}_mbps": round(nbytes / min(v) / 1e6, 1) for k, v in runs.items()}
+    for key in ("auth", "aead"):
+        out[f"message_{key}_vs_upload"] = round(
+            out[f"message_{key}_mbps"] / out["message_upload_mbps"], 3
+        )
+    return out
+
+
 def _transport_available() -> bool:
     try:
         import miner.distributed.transport_channel  # noqa: F401
@@ -271,6 +373,8 @@ def main() -> None:
     parser.add_argument(
         "--repeats", type=int, default=1, help="run every mode this many times, keep the best"
     )
+    parser.add_argument("--message-mib", type=float, default=100.0)
+    parser.add_argument("--message-repeats", type=int, default=5)
     args = parser.parse_args()
     elems = int(args.mib * 2**20) // 4
     nbytes = elems * 4
@@ -298,6 +402,13 @@ def main() -> None:
             out[f"ratio_vs_gloo_{mode}_{n}peers"] = round(gloo / out[f"{mode}_{n}peers_s"], 3)
     for key in ("aead", "auth"):
         out.setdefault(f"ratio_vs_gloo_{key}_2peers", None)
+    if _transport_available() and args.message_repeats > 0:
+        message = _message_throughput(args.message_mib, args.message_repeats)
+        for key in ("upload", "auth", "aead"):
+            print(
+                f"message {key:6s} {args.message_mib:g} MiB: {message[f'message_{key}_mbps']} MB/s"
+            )
+        out.update(message)
     out.update({k: round(v, 6) for k, v in _sparse_fraction().items()})
     print(json.dumps(out, sort_keys=True))
 

@@ -1,11 +1,14 @@
 """The :class:`PeerChannel` over ``node.transport``: authenticated (and AEAD) miner links.
 
-Outgoing: one :class:`node.transport.PeerClient` per peer, opened on first use (the peer
-may still be starting, so the handshake is retried until ``connect_timeout_s``); a frame's
+Outgoing: ``streams_per_peer`` :class:`node.transport.PeerClient` sessions per peer, taken
+in turn (one session carries one message at a time), opened on first use (the peer may
+still be starting, so the handshake is retried until ``connect_timeout_s``); a frame's
 parts are streamed as one transport message of type ``gradients`` under the round id, with
 the exchange's tag (``part``/``result``), never joined. Incoming: a handler registered on
 this miner's :class:`node.transport.TransportServer` files each message by (sender address,
-round, tag) in a mailbox, from which :meth:`TransportChannel.recv` takes it. Peers are named
+round, tag) in a mailbox, from which :meth:`TransportChannel.recv` takes it. Payloads are
+opened straight into receive buffers recycled once the exchange releases their round (a
+fresh 50 MiB buffer costs more in page faults than its transfer). Peers are named
 by their checksum Ethereum address, the identity the transport authenticates; a message
 from another task or from an address outside the group is dropped.
 """
@@ -17,6 +20,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 from eth_account.signers.local import LocalAccount
 
 from miner.distributed.channel import Mailbox, Payload
@@ -48,8 +52,16 @@ class TransportChannel:
     registry: MetricsRegistry | None = None
     connect_timeout_s: float = 30.0
     mailbox: Mailbox = field(default_factory=Mailbox)
-    _clients: dict[str, PeerClient] = field(default_factory=dict)
+    streams_per_peer: int = 2
+    pool_min_bytes: int = 1 << 20
+    pool_per_size: int = 16
+    pool_granule_bytes: int = 1 << 16
+    pool_max_bytes: int = 1 << 30
+    _clients: dict[str, list[PeerClient]] = field(default_factory=dict)
+    _next_stream: dict[str, int] = field(default_factory=dict)
     _opening: dict[str, asyncio.Lock] = field(default_factory=dict)
+    _pool: dict[int, list[np.ndarray]] = field(default_factory=dict)
+    _pooled_bytes: int = 0
 
     @classmethod
     def attach(
@@ -65,7 +77,7 @@ class TransportChannel:
         ``peer_urls`` maps every other member's checksum address to its server URL.
         """
         channel = cls(server, account, dict(peer_urls), task_id, **options)  # type: ignore[arg-type]
-        server.register(MSG_TYPE, channel._on_message)
+        server.register(MSG_TYPE, channel._on_message, allocate=channel.take_buffer)
         return channel
 
     @property
@@ -80,12 +92,41 @@ class TransportChannel:
         return await self.mailbox.get((peer, round_id, tag))
 
     def release(self, round_id: int) -> None:
-        self.mailbox.release(round_id)
+        """Forget the round; its receive buffers go back to the pool (the caller is done)."""
+        for payload in self.mailbox.release(round_id):
+            base = payload.obj if isinstance(payload, memoryview) else None
+            if not isinstance(base, np.ndarray) or base.nbytes < self.pool_min_bytes:
+                continue
+            bucket = self._pool.setdefault(base.nbytes, [])
+            if (
+                len(bucket) < self.pool_per_size
+                and self._pooled_bytes + base.nbytes <= self.pool_max_bytes
+            ):
+                bucket.append(base)
+                self._pooled_bytes += base.nbytes
+
+    def take_buffer(self, nbytes: int) -> memoryview:
+        """A receive buffer of ``nbytes``: a view of a pooled one when there is one (no page
+        faults), else of a fresh uninitialised one. Capacities are rounded up to
+        ``pool_granule_bytes`` so that frames whose headers differ by a few bytes share
+        buffers. The transport fills every byte with verified data before anyone sees it
+        (and drops the buffer if a chunk fails)."""
+        granule = self.pool_granule_bytes
+        capacity = -(-nbytes // granule) * granule
+        bucket = self._pool.get(capacity)
+        if bucket:
+            base = bucket.pop()
+            self._pooled_bytes -= base.nbytes
+        else:
+            base = np.empty(capacity, np.uint8)
+        return base.data[:nbytes]
 
     async def shutdown(self) -> None:
         """Stop taking gradient messages and close the sessions this channel opened."""
         self.server.unregister(MSG_TYPE)
-        clients, self._clients = list(self._clients.values()), {}
+        self._pool, self._pooled_bytes = {}, 0
+        clients = [c for streams in self._clients.values() for c in streams]
+        self._clients = {}
         await asyncio.gather(*(c.shutdown() for c in clients), return_exceptions=True)
 
     async def _on_message(self, msg: IncomingMessage) -> None:
@@ -96,14 +137,33 @@ class TransportChannel:
         return None
 
     async def _client(self, peer: str) -> PeerClient:
-        if peer in self._clients:
-            return self._clients[peer]
-        if peer not in self.peer_urls:
-            raise ExchangeError(f"unknown peer {peer!r}")
-        async with self._opening.setdefault(peer, asyncio.Lock()):
-            if peer not in self._clients:
-                self._clients[peer] = await self._open(peer)
-        return self._clients[peer]
+        """One of the peer's sessions, taken in turn: messages on one session go one at a
+        time (each waits for the peer's reply), so several let the next message stream while
+        the peer still opens the last one."""
+        if peer not in self._clients:
+            if peer not in self.peer_urls:
+                raise ExchangeError(f"unknown peer {peer!r}")
+            async with self._opening.setdefault(peer, asyncio.Lock()):
+                if peer not in self._clients:
+                    self._clients[peer] = await self._open_streams(peer)
+        streams = self._clients[peer]
+        turn = self._next_stream.get(peer, 0)
+        self._next_stream[peer] = turn + 1
+        return streams[turn % len(streams)]
+
+    async def _open_streams(self, peer: str) -> list[PeerClient]:
+        """``streams_per_peer`` sessions to ``peer``; none is left open if one fails."""
+        first = await self._open(peer)  # retried while the peer starts
+        rest = await asyncio.gather(
+            *(self._open(peer) for _ in range(self.streams_per_peer - 1)),
+            return_exceptions=True,
+        )
+        opened = [first, *(c for c in rest if isinstance(c, PeerClient))]
+        failure = next((c for c in rest if isinstance(c, BaseException)), None)
+        if failure is not None:
+            await asyncio.gather(*(c.shutdown() for c in opened), return_exceptions=True)
+            raise failure
+        return opened
 
     async def _open(self, peer: str) -> PeerClient:
         loop = asyncio.get_running_loop()

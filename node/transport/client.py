@@ -40,6 +40,7 @@ from node.transport.metrics import MetricsRegistry, TransportMetrics
 from node.transport.server import MAX_HELLO_BYTES, PREFIX, REFUSAL_HEADER
 from node.transport.sessions import Clock, Initiator, Session
 from node.transport.stream import (
+    Buffer,
     as_parts,
     read_message,
     seal_message,
@@ -173,7 +174,7 @@ class PeerClient:
         round_id: int = 0,
         tag: str = "",
         timeout_s: float | None = None,
-    ) -> bytearray:
+    ) -> Buffer:
         """Stream one message to the peer's ``msg_type`` handler; the peer's reply.
 
         ``payload`` is one buffer or several sent back to back (never joined here).
@@ -211,7 +212,7 @@ class PeerClient:
         round_id: int,
         parts: list[memoryview],
         timeout_s: float | None,
-    ) -> bytearray:
+    ) -> Buffer:
         total_s = timeout_s if timeout_s is not None else self._config.message_timeout_s
         url = f"{self.url}{PREFIX}sessions/{session.session_id.hex()}/messages"
         async with session.lock:

@@ -40,7 +40,14 @@ from node.transport.errors import (
 from node.transport.frames import MessageHead, Payload
 from node.transport.metrics import MetricsRegistry, TransportMetrics
 from node.transport.sessions import Clock, Membership, Responder, Session, SessionTable
-from node.transport.stream import as_parts, read_message, seal_message, wire_bytes
+from node.transport.stream import (
+    Allocator,
+    Buffer,
+    as_parts,
+    read_message,
+    seal_message,
+    wire_bytes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +60,9 @@ MAX_HELLO_BYTES = 512
 class IncomingMessage:
     """A message that passed every check, as delivered to its handler.
 
-    ``payload`` is a fresh buffer the handler owns (it may keep or modify it).
+    ``payload`` is the buffer the handler owns (it may keep or modify it): a fresh
+    ``bytearray``, or the one the handler's allocator gave (see
+    :meth:`TransportServer.register`).
     """
 
     peer: str
@@ -62,7 +71,7 @@ class IncomingMessage:
     msg_type: str
     tag: str
     round_id: int
-    payload: bytearray
+    payload: Buffer
 
 
 Handler = Callable[[IncomingMessage], Awaitable[Payload | None]]
@@ -79,6 +88,13 @@ class ExchangeState:
     metrics: TransportMetrics
     clock: Clock
     handlers: dict[str, Handler] = field(default_factory=dict)
+    allocators: dict[str, Allocator] = field(default_factory=dict)
+
+    def payload_buffer(self, head: MessageHead) -> Buffer:
+        """Where the payload of an accepted message is opened: the type's allocator's
+        buffer, else a fresh ``bytearray``."""
+        allocate = self.allocators.get(head.msg_type)
+        return bytearray(head.total_bytes) if allocate is None else allocate(head.total_bytes)
 
 
 EXCHANGE_KEY = web.AppKey("exchange", ExchangeState)
@@ -145,7 +161,11 @@ async def message(request: web.Request) -> web.StreamResponse:
         try:
             async with asyncio.timeout(state.config.message_timeout_s):
                 head, round_id, payload = await read_message(
-                    request.content, session.opener, state.config.max_message_bytes, accept
+                    request.content,
+                    session.opener,
+                    state.config.max_message_bytes,
+                    accept,
+                    state.payload_buffer,
                 )
         except TimeoutError:
             raise PeerTimeout(
@@ -288,13 +308,26 @@ class TransportServer:
         logger.info("transport listening url=%s address=%s", server.url, account.address)
         return server
 
-    def register(self, msg_type: str, handler: Handler) -> None:
-        """Deliver messages of ``msg_type`` to ``handler`` (replaces an earlier one)."""
+    def register(
+        self, msg_type: str, handler: Handler, *, allocate: Allocator | None = None
+    ) -> None:
+        """Deliver messages of ``msg_type`` to ``handler`` (replaces an earlier one).
+
+        ``allocate(nbytes)``, if given, supplies the payload buffer of each accepted message
+        (a writable buffer of exactly ``nbytes``, e.g. one recycled from an earlier message:
+        a fresh large buffer costs a page fault per 4 KiB). It is called only after the head
+        passed its checks, and the buffer reaches the handler only if every chunk verified.
+        """
         MessageHead(msg_type, "", 0).encode()  # validates the name
         self._state.handlers[msg_type] = handler
+        if allocate is None:
+            self._state.allocators.pop(msg_type, None)
+        else:
+            self._state.allocators[msg_type] = allocate
 
     def unregister(self, msg_type: str) -> None:
         self._state.handlers.pop(msg_type, None)
+        self._state.allocators.pop(msg_type, None)
 
     @property
     def port(self) -> int:
