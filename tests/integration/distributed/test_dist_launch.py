@@ -72,7 +72,7 @@ def test_two_nodes_of_one_miner_form_one_gloo_group(tmp_path: Path) -> None:
         "from miner.distributed.config import WorkerEnv\n"
         "from miner.distributed.rig import RigGroup\n"
         "env = WorkerEnv.from_environ(os.environ)\n"
-        "rig = RigGroup.join(env, torch.device('cpu'), timeout_s=30)\n"
+        "rig = RigGroup.join(env, torch.device('cpu'), timeout_s=120)\n"
         "t = torch.tensor([float(env.rank + 1)])\n"
         "rig.mean_(t)\n"
         "out = open(os.path.join(sys.argv[1], str(env.rank)), 'w')\n"
@@ -89,7 +89,7 @@ def test_two_nodes_of_one_miner_form_one_gloo_group(tmp_path: Path) -> None:
     ]
     try:
         for group in groups:
-            group.wait(60)
+            group.wait(180)
     finally:
         for group in groups:
             group.stop()
