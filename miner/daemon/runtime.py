@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -117,9 +117,10 @@ async def withdraw_all(conn: Connection) -> dict[str, int]:
 
 
 async def serve(settings: MinerSettings, deps: ServerDeps,
-                subapps: Mapping[str, web.Application] | None = None) -> web.AppRunner:
+                subapps: Mapping[str, web.Application] | None = None,
+                routes: Sequence[web.AbstractRouteDef] = ()) -> web.AppRunner:
     """Start the HTTP server on ``http.host:http.port``; ``await runner.cleanup()`` stops it."""
-    runner = web.AppRunner(create_app(deps, subapps=subapps), access_log=None)
+    runner = web.AppRunner(create_app(deps, subapps=subapps, routes=routes), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.http.host, settings.http.port)
     await site.start()
@@ -153,6 +154,7 @@ ServicesHook = Callable[[MinerServices, TaskRecord], Awaitable[None]]
 async def open_miner(settings: MinerSettings, account: LocalAccount,
                      on_group_formed: ServicesHook | None = None,
                      subapps: Mapping[str, web.Application] | None = None,
+                     routes: Sequence[web.AbstractRouteDef] = (),
                      ) -> AsyncIterator[MinerServices]:
     """Store, chain connection, HTTP server (endpoint registered) and a daemon not yet
     started; everything is closed on exit. ``on_group_formed`` is where training starts."""
@@ -171,7 +173,7 @@ async def open_miner(settings: MinerSettings, account: LocalAccount,
             hub = ProgressHub(settings.http.sse_queue_size, metrics)
             server = ServerDeps(store, artifacts, hub, metrics, conn.address,
                                 conn.rpc.chain_id, settings.http.sse_keepalive_s)
-            runner = await serve(settings, server, subapps)
+            runner = await serve(settings, server, subapps, routes)
             try:
                 endpoint = settings.http.endpoint()
                 await register_endpoint(conn, endpoint)
@@ -191,6 +193,14 @@ async def open_miner(settings: MinerSettings, account: LocalAccount,
 
 async def run_miner(settings: MinerSettings, account: LocalAccount, stop: asyncio.Event,
                     on_group_formed: ServicesHook | None = None, poll_s: float = 5.0) -> None:
-    """``manta-miner run``: HTTP server + event loop until ``stop`` is set."""
+    """``manta-miner run``: HTTP server + event loop until ``stop`` is set.
+
+    Without ``on_group_formed``, formed groups train for real
+    (:func:`miner.daemon.job.run_job_miner`: training subprocess, search, result)."""
+    if on_group_formed is None:
+        from miner.daemon.job import run_job_miner  # job imports this module
+
+        await run_job_miner(settings, account, stop, poll_s)
+        return
     async with open_miner(settings, account, on_group_formed) as services:
         await run_until_stopped(services.daemon, stop, poll_s)
