@@ -19,6 +19,11 @@ Modules (pure ones first, I/O at the edges):
 - ``daemon``    the event-driven loop (indexer events → policy → claim with intent records
                 → group formed), periodic reconciliation
 - ``settle``    after training: publish/sign/submit, finalize, withdraw (each tx once)
+- ``jobspec``   TaskSpec → training config and search limits (pure)
+- ``job``       :class:`JobSupervisor`: starts, resumes and publishes training jobs when a
+                group forms; serves the job's gradient-exchange URL
+- ``jobrunner`` the training subprocess (``python -m miner.daemon.jobrunner DIR``): key on
+                stdin, training with gradient exchange, the leader's search and export
 - ``runtime``   wiring from settings: account, chain connection, HTTP server, daemon
 - ``cli``       the ``manta-miner`` sub-commands (``init``, ``register``, ``status``,
                 ``withdraw``, ``run``) as a Typer app
