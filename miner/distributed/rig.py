@@ -8,8 +8,11 @@ really is sum / world size; the masked rule only matters between miners.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -66,5 +69,23 @@ class RigGroup:
         return tensor
 
     def close(self) -> None:
+        """Leave the group. Everyone meets at a barrier first: rank 0 hosts the rendezvous
+        store, and tearing Gloo down while a peer is still talking to it aborts the process."""
         if dist.is_initialized():
+            if self.world_size > 1:
+                dist.barrier(group=self.group)
             dist.destroy_process_group()
+
+
+def leave_and_exit(rig: RigGroup, code: int = 0) -> NoReturn:
+    """Leave the group and end the worker process at once with ``code``.
+
+    With torch 2.13 on Gloo, a worker whose group spans separately launched nodes sometimes
+    aborts during interpreter shutdown ("terminate called without an active exception"),
+    after all of its work and the group teardown are done; the launcher then sees a failed
+    worker. Skipping interpreter teardown avoids it, so worker entry points end with this.
+    """
+    rig.close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -21,7 +21,7 @@ from miner.distributed.averager import GradientAverager
 from miner.distributed.bridge import AsyncBridge, BridgedExchange
 from miner.distributed.config import WorkerEnv
 from miner.distributed.exchange import ExchangeConfig, GradientExchange
-from miner.distributed.rig import RigGroup
+from miner.distributed.rig import RigGroup, leave_and_exit
 from miner.distributed.robust import RobustConfig
 from miner.distributed.tcp_channel import TcpChannel
 
@@ -123,7 +123,7 @@ def main() -> None:
         # let the peer finish reading our last frames before the sockets close
         bridge.run(asyncio.sleep(0.2))
         bridge.close(channel.shutdown)
-    rig.close()
+    leave_and_exit(rig)
 
 
 if __name__ == "__main__":

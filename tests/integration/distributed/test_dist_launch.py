@@ -70,14 +70,15 @@ def test_two_nodes_of_one_miner_form_one_gloo_group(tmp_path: Path) -> None:
     code = (
         "import os, sys, torch\n"
         "from miner.distributed.config import WorkerEnv\n"
-        "from miner.distributed.rig import RigGroup\n"
+        "from miner.distributed.rig import RigGroup, leave_and_exit\n"
         "env = WorkerEnv.from_environ(os.environ)\n"
         "rig = RigGroup.join(env, torch.device('cpu'), timeout_s=120)\n"
         "t = torch.tensor([float(env.rank + 1)])\n"
         "rig.mean_(t)\n"
         "out = open(os.path.join(sys.argv[1], str(env.rank)), 'w')\n"
         "out.write(f'{t.item()} {env.world_size} {env.local_rank} {torch.get_num_threads()}')\n"
-        "rig.close()\n"
+        "out.close()\n"
+        "leave_and_exit(rig)\n"
     )
     port = free_port()
     groups = [
