@@ -13,7 +13,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 OURS = {"node", "miner", "client"}
 ALLOWED = {"node": set(), "miner": {"node"}, "client": {"node"}}
-FORBIDDEN_THIRD_PARTY = {"node": {"torch", "torchvision", "safetensors"}, "client": set(), "miner": set()}
+FORBIDDEN_THIRD_PARTY = {
+    "node": {"torch", "torchvision", "safetensors"},
+    "client": set(),
+    "miner": set(),
+}
 
 
 def imported_roots(tree: ast.AST) -> list[tuple[int, str]]:

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from node.errors import SpecError
 
 
-class HashMismatch(SpecError):
+class HashMismatch(SpecError):  # noqa: N818 - reads as "a hash mismatch"
     """A document whose hash is not the one it was announced with."""
 
     template = "{what} hash mismatch: expected {expected}, got {actual}"

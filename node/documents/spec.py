@@ -158,7 +158,8 @@ def parse_spec(data: dict[str, object]) -> TaskSpec:
         return TaskSpec.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'spec'}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc']) or 'spec'}: {err['msg']}"
+            for err in exc.errors()
         )
         raise SpecError(f"invalid task spec: {problems}") from exc
 

@@ -10,7 +10,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _checker():
-    spec = importlib.util.spec_from_file_location("check_imports", ROOT / "scripts/check_imports.py")
+    path = ROOT / "scripts/check_imports.py"
+    spec = importlib.util.spec_from_file_location("check_imports", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -24,7 +25,9 @@ def test_checker_catches_forbidden_imports(tmp_path: Path) -> None:
     for package in ("node", "miner", "client"):
         (tmp_path / package).mkdir()
     (tmp_path / "node/bad.py").write_text("import torch\nfrom miner.automl import space\n")
-    (tmp_path / "client/bad.py").write_text(textwrap.dedent("from miner import cli\nimport node.errors\n"))
+    (tmp_path / "client/bad.py").write_text(
+        textwrap.dedent("from miner import cli\nimport node.errors\n")
+    )
     (tmp_path / "miner/ok.py").write_text("import torch\nfrom node.errors import MantaError\n")
     problems = _checker().violations(tmp_path)
     assert problems == [

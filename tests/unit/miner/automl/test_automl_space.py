@@ -84,7 +84,9 @@ def test_batch_round_trip_and_encoding_width() -> None:
 
 def test_additive_cost_matches_a_direct_sum() -> None:
     rng = np.random.default_rng(0)
-    shape = (len(SPACE.resolutions), SPACE.n_slots, len(SPACE.kernel_sizes), len(SPACE.expand_ratios))
+    shape = (
+        len(SPACE.resolutions), SPACE.n_slots, len(SPACE.kernel_sizes), len(SPACE.expand_ratios)
+    )
     cost = AdditiveCost(SPACE, base=rng.random(3), block=rng.random(shape))
     archs = [SPACE.sample(subnet_rng(5, i, 0)) for i in range(32)]
     batch = to_batch(SPACE, archs)

@@ -8,7 +8,7 @@ import pytest
 
 from node.documents.canonical import HashMismatch, canonical_bytes, keccak_hex, sha256_hex
 from node.documents.manifest import ResultManifest, parse_manifest_checked
-from node.documents.spec import TaskSpec, parse_spec, parse_spec_checked
+from node.documents.spec import parse_spec, parse_spec_checked
 from node.errors import SpecError
 
 SPEC = {
