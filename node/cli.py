@@ -340,21 +340,83 @@ def devnet(ctx: typer.Context,
 
 
 @app.command()
-def demo(ctx: typer.Context, folder: Annotated[Path | None, typer.Option(
-        help="Devnet folder (default: a temporary one).")] = None) -> None:
-    """Run one task through its whole lifecycle on a fresh devnet; last line is JSON."""
-    from node.demo import run_demo
+def demo(ctx: typer.Context,
+         quick: Annotated[bool, typer.Option(
+             help="Digits and a smaller budget (about a minute).")] = False,
+         chain_only: Annotated[bool, typer.Option(
+             help="Only the chain part: post, claim, submit, accept, withdraw; no training.")]
+         = False,
+         folder: Annotated[Path | None, typer.Option(
+             help="Working folder (default: a temporary one, removed at the end).")] = None,
+         as_json: JsonOpt = False) -> None:
+    """Run the whole marketplace on a fresh devnet: two miner daemons train a task a client
+    posted, verifies and accepts; the last line is one JSON object. Ctrl-C stops it all."""
+    from node.demo import MarketDemoConfig, run_demo, run_marketplace, until_signal
 
     settings = _settings(ctx)
-    config = DevnetConfig.from_settings(settings, folder=folder, deployment_file=None)
-    summary = asyncio.run(run_demo(config))
+    if chain_only:
+        config = DevnetConfig.from_settings(settings, folder=folder, deployment_file=None)
+        summary = asyncio.run(run_demo(config))
+        if not as_json:
+            _render_chain_demo(summary)
+        typer.echo(json.dumps(summary.as_json(), sort_keys=True))
+        return
+    devnet_config = DevnetConfig.from_settings(settings, deployment_file=None)
+    try:
+        market = asyncio.run(until_signal(run_marketplace(
+            MarketDemoConfig(devnet=devnet_config, quick=quick, folder=folder))))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        typer.echo("demo stopped; every process it started was stopped", err=True)
+        raise typer.Exit(130) from None
+    if not as_json:
+        _render_market_demo(market)
+    typer.echo(json.dumps(market.as_json(), sort_keys=True))
+
+
+def _render_chain_demo(summary: Any) -> None:
     console = Console()
     console.print(f"task {summary.task_id} on {summary.task_market}: [bold]{summary.state}[/]")
     for step, gas in summary.gas_by_step.items():
         console.print(f"  {step:<14} {gas:>9,} gas")
     for account, wei in summary.withdrawn_wei.items():
         console.print(f"  {account} withdrew {wei} wei")
-    typer.echo(json.dumps(summary.as_json(), sort_keys=True))
+
+
+def _render_market_demo(s: Any) -> None:
+    console = Console()
+    console.print(f"task {s.task_id} ({s.dataset}): [bold]{s.state}[/] in {s.seconds:.1f} s")
+    accuracy = "n/a" if s.accuracy is None else f"{s.accuracy:.4f}"
+    console.print(f"  chosen network: accuracy {accuracy} on the client's data "
+                  f"({s.claimed_accuracy} claimed), {s.flops:,} FLOPs (limit {s.max_flops:,})")
+    console.print(f"  largest network (full supernet): accuracy {s.largest_accuracy} on the "
+                  "miners' validation split")
+    console.print(f"  Pareto front: {s.front_size} networks, the largest {s.front_max_flops:,} "
+                  f"FLOPs (score {s.front_max_accuracy})")
+    for url, sent in s.grad_bytes_sent.items():
+        console.print(f"  gradient exchange: {url} sent {sent:,} bytes")
+    console.print("  miners (leader first):")
+    for address, url in sorted(s.miner_urls.items(), key=lambda kv: kv[0] != s.leader):
+        console.print(f"    {address} {url}  progress {url}/tasks/{s.task_id}/progress  "
+                      f"metrics {url}/metrics")
+    table = Table(title="time per stage")
+    table.add_column("stage")
+    table.add_column("seconds", justify="right")
+    for stage, seconds in s.stage_s.items():
+        table.add_row(stage, f"{seconds:.1f}")
+    console.print(table)
+    gas = Table(title=f"gas per call (total {s.total_gas:,})")
+    gas.add_column("call")
+    gas.add_column("gas", justify="right")
+    for call, used in s.gas_by_call.items():
+        gas.add_row(f"{call} x{len(used)}", ", ".join(f"{g:,}" for g in used))
+    console.print(gas)
+    money = Table(title="balances (wei)")
+    for column in ("account", "before", "after", "change"):
+        money.add_column(column, justify="right" if column != "account" else "left")
+    for role, before in s.balances_before_wei.items():
+        after = s.balances_after_wei.get(role, before)
+        money.add_row(role, f"{before:,}", f"{after:,}", f"{after - before:+,}")
+    console.print(money)
 
 
 def main() -> int:

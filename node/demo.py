@@ -1,24 +1,55 @@
-"""The chain part of the MANTA demo: one native-coin task through its whole lifecycle.
+"""The MANTA demo: the whole marketplace on one machine, or only its chain part.
 
-On a fresh devnet: two miners register, a client posts a 2-slot task escrowing the reward,
-both miners claim with a bond, both sign the result (EIP-712) and the leader submits it,
-the client accepts, and both miners withdraw their share plus their bond. The summary
-reports the final state, the gas of every transaction and the wall time. (The full demo,
-with training, builds on this.)
+``run_marketplace`` (``manta-node demo``) starts a devnet (anvil + contracts), two miner
+daemons (``manta-miner run``, one torch thread each) that register on chain, and drives a
+client through the ``manta`` CLI: submit a classification task (FLOPs limit, 2 slots,
+data parallel with 4 sub-networks per step, reward and bonds), wait while the group
+trains, searches, signs and submits, then fetch, verify the hashes, evaluate on the
+client's own data and accept; the daemons withdraw their pay. Node imports neither miner
+nor client code: both run as processes and meet the demo only on the chain and over HTTP.
+Keys stay in the devnet's encrypted keystores; passwords travel as a file path.
+
+Every process it starts runs in its own process group, gets ``PR_SET_PDEATHSIG`` and is
+stopped (SIGTERM, then SIGKILL) on the way out, also on Ctrl-C or SIGTERM.
+
+``run_lifecycle`` / ``run_demo`` (``manta-node demo --chain-only``) do the chain part only:
+post, claim, sign, submit, accept and withdraw with no training.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
+import gzip
+import io
+import json
 import logging
+import os
+import pickle
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
 
+import aiohttp
+from eth_utils.abi import function_abi_to_4byte_selector
 from eth_utils.crypto import keccak
 
+from node.chain.artifacts import load_artifact
 from node.chain.market import TaskMarket
-from node.chain.models import ZERO_ADDRESS, TaskParams, TxReceipt
+from node.chain.models import ZERO_ADDRESS, TaskParams, TaskState, TxReceipt
 from node.chain.signing import sign_result
-from node.devnet import Devnet, DevnetConfig
+from node.devnet import Devnet, DevnetConfig, _die_with_parent, _terminate
+from node.documents.manifest import ResultManifest
+from node.errors import MantaError
 
 logger = logging.getLogger(__name__)
 
@@ -103,3 +134,440 @@ async def run_demo(config: DevnetConfig) -> DemoSummary:
         summary = await run_lifecycle(devnet)
     summary.seconds = time.monotonic() - started
     return summary
+
+
+# ---- the whole marketplace -----------------------------------------------------------------
+
+DEMO_CLIENT, DEMO_MINERS, DEMO_ARBITER = 1, (2, 3), 4
+POLL_S = 0.2
+_PICKLE_GLOBALS = frozenset({("numpy.core.multiarray", "_reconstruct"),
+                             ("numpy._core.multiarray", "_reconstruct"),
+                             ("numpy", "ndarray"), ("numpy", "dtype")})
+
+
+class DemoError(MantaError):
+    """The demo could not run to the end."""
+
+    template = "demo: {detail}"
+
+
+@dataclass(frozen=True)
+class MarketDemoConfig:
+    """What the full demo runs: ``quick`` = digits and a smaller budget (tests)."""
+
+    devnet: DevnetConfig
+    quick: bool = False
+    folder: Path | None = None  # None = a temporary folder removed at the end
+    reward_wei: int = 3 * 10**17
+    bond_wei: int = 2 * 10**16
+    max_flops: int = 4_000_000
+    timeout_s: float = 900.0
+
+
+def demo_spec(quick: bool, max_flops: int) -> dict[str, Any]:
+    """The task the demo's client posts (scheme 1: the same 4 sub-networks on every miner)."""
+    # digits has 1,797 images: a few more full-network epochs cost seconds and help a lot
+    phases: list[dict[str, Any]] = [{"name": "full", "epochs": 3 if quick else 1, "lr": 0.05},
+                                    {"name": "kernel", "epochs": 1, "lr": 0.02,
+                                     "subnets_per_step": 4}]
+    if not quick:
+        phases.append({"name": "depth", "epochs": 1, "lr": 0.02, "subnets_per_step": 4})
+    return {
+        "kind": "classification", "seed": 7,
+        "dataset": {"name": "digits" if quick else "animal-mnist"},
+        "search_space": {"kernel_sizes": [3, 5], "expand_ratios": [3.0, 4.0],
+                         "depths": [1, 2], "resolutions": [20, 24, 28]},
+        "training": {"batch_size": 64, "phases": phases},
+        "distributed": {"scheme": "data_parallel", "subnets_per_step": 4},
+        "constraint": {"max_flops": max_flops},
+    }
+
+
+def _numpy_pickle(path: Path) -> Any:
+    """An array from a gzip pickle, admitting only the globals numpy needs."""
+
+    class NumpyOnly(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            if (module, name) not in _PICKLE_GLOBALS:
+                raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
+            return super().find_class(module, name)
+
+    with gzip.open(path, "rb") as handle:
+        return NumpyOnly(io.BytesIO(handle.read())).load()
+
+
+def write_client_data(quick: bool, out: Path) -> Path:
+    """The client's evaluation set as an ``.npz`` (``x``, ``y``) for ``manta task verify``.
+
+    The last 2,000 animal-mnist images (or every digit with ``quick``). Miners are given the
+    built-in set by name, so these images are not hidden from their training split.
+    """
+    import importlib.util
+
+    import numpy as np
+
+    if quick:
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        x, y = (bunch.images / 16.0).astype(np.float32), bunch.target.astype(np.int64)
+    else:
+        spec = importlib.util.find_spec("animal_mnist")
+        if spec is None or not spec.submodule_search_locations:
+            raise DemoError("package animal_mnist is not installed (make setup)")
+        folder = Path(next(iter(spec.submodule_search_locations))) / "data" / "Animal_MNIST"
+        x = _numpy_pickle(folder / "animal_data_version_3.gz")[-2000:]
+        y = _numpy_pickle(folder / "animal_label_version_3.gz")[-2000:].astype(np.int64)
+    np.savez(out, x=x, y=y)
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _tool(name: str) -> list[str]:
+    """The console script ``name`` beside this interpreter, else on PATH."""
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.is_file() else shutil.which(name)
+    if found is None:
+        raise DemoError(f"{name} not found (pip install -e '.[miner]')")
+    return [found]
+
+
+def _child_env() -> dict[str, str]:
+    """Our environment without MANTA_ settings (each child gets its own), one torch thread."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MANTA_")}
+    env.update(MANTA_TORCH_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return env
+
+
+def _tail(path: Path, chars: int = 2000) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return ""
+
+
+@dataclass
+class _Daemon:
+    address: str
+    url: str
+    log: Path
+    process: subprocess.Popen[bytes]
+
+
+def _miner_toml(folder: Path, devnet: Devnet, index: int, port: int) -> Path:
+    """A daemon's settings: its data folder, the devnet keystore ``dev<index>``, the port."""
+    assert devnet.password_file is not None and devnet.config.deployment_file is not None
+    text = (f'data_dir = "{folder / "data"}"\nlog_level = "INFO"\n'
+            f'[chain]\ndeployment_file = "{devnet.config.deployment_file}"\n'
+            f'[identity]\nkeystore_dir = "{devnet.folder / "keystores"}"\n'
+            f'keystore = "dev{index}"\npassword_file = "{devnet.password_file}"\n'
+            f'[http]\nport = {port}\n[indexer]\npoll_interval_s = 0.1\n'
+            '[tx]\npoll_interval_s = 0.1\n')
+    path = folder / "miner.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _start_daemon(folder: Path, devnet: Devnet, index: int) -> _Daemon:
+    folder.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    config = _miner_toml(folder, devnet, index, port)
+    log = folder / "daemon.log"
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [*_tool("manta-miner"), "--config", str(config), "run"], env=_child_env(),
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True, preexec_fn=_die_with_parent)
+    logger.info("miner daemon started pid=%d port=%d", process.pid, port)
+    return _Daemon(devnet.accounts[index].address, f"http://127.0.0.1:{port}", log, process)
+
+
+async def _client(args: list[str], devnet: Devnet, folder: Path,
+                  timeout_s: float = 300.0) -> dict[str, Any]:
+    """``manta <global options> ARGS --json`` as the demo's client; its last line as JSON."""
+    assert devnet.password_file is not None and devnet.config.deployment_file is not None
+    command = [*_tool("manta"), "--deployment", str(devnet.config.deployment_file),
+               "--keystore", f"dev{DEMO_CLIENT}",
+               "--keystore-dir", str(devnet.folder / "keystores"),
+               "--password-file", str(devnet.password_file),
+               "--spec-store", str(folder / "specs"), *args, "--json"]
+    process = await asyncio.create_subprocess_exec(
+        *command, env=_child_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        async with asyncio.timeout(timeout_s):
+            stdout, stderr = await process.communicate()
+    finally:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+    lines = stdout.decode(errors="replace").strip().splitlines()
+    if process.returncode != 0 and not (lines and lines[-1].startswith("{")):
+        detail = stderr.decode(errors="replace")[-1500:]
+        raise DemoError(f"manta {args[0]} {args[1] if len(args) > 1 else ''} exited with "
+                        f"{process.returncode}: {detail}")
+    payload: dict[str, Any] = json.loads(lines[-1])
+    payload["_exit_code"] = process.returncode
+    return payload
+
+
+@dataclass
+class MarketSummary:
+    """What the full demo saw: the result, the money, the gas and the time of each stage."""
+
+    task_id: int = 0
+    state: str = ""
+    dataset: str = ""
+    accuracy: float | None = None  # on the client's own data (manta task verify)
+    claimed_accuracy: float | None = None  # on the miners' validation split
+    flops: int = 0
+    max_flops: int = 0
+    front_max_flops: int = 0  # the largest network on the Pareto front
+    front_max_accuracy: float | None = None
+    largest_accuracy: float | None = None  # the full supernet, miners' validation split
+    grad_bytes_sent: dict[str, int] = field(default_factory=dict)
+    front_size: int = 0
+    verified: bool = False
+    miner_urls: dict[str, str] = field(default_factory=dict)
+    leader: str = ""
+    stage_s: dict[str, float] = field(default_factory=dict)
+    gas_by_call: dict[str, list[int]] = field(default_factory=dict)
+    balances_before_wei: dict[str, int] = field(default_factory=dict)
+    balances_after_wei: dict[str, int] = field(default_factory=dict)
+    withdrawn_wei: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def total_gas(self) -> int:
+        return sum(sum(gas) for gas in self.gas_by_call.values())
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "state": self.state, "accuracy": self.accuracy, "flops": self.flops,
+            "total_gas": self.total_gas, "seconds": round(self.seconds, 3),
+            "task_id": self.task_id, "dataset": self.dataset, "verified": self.verified,
+            "claimed_accuracy": self.claimed_accuracy, "max_flops": self.max_flops,
+            "front_max_flops": self.front_max_flops,
+            "front_max_accuracy": self.front_max_accuracy,
+            "largest_accuracy": self.largest_accuracy, "grad_bytes_sent": self.grad_bytes_sent,
+            "front_size": self.front_size, "leader": self.leader,
+            "miner_urls": self.miner_urls, "stage_s": {k: round(v, 2) for k, v in
+                                                        self.stage_s.items()},
+            "gas_by_call": self.gas_by_call, "withdrawn_wei": self.withdrawn_wei,
+            "balances_before_wei": self.balances_before_wei,
+            "balances_after_wei": self.balances_after_wei,
+        }
+
+
+class _Stages:
+    """Wall time per named stage, measured back to back."""
+
+    def __init__(self, summary: MarketSummary) -> None:
+        self._summary = summary
+        self._mark = time.monotonic()
+
+    def done(self, name: str) -> None:
+        now = time.monotonic()
+        self._summary.stage_s[name] = now - self._mark
+        self._mark = now
+        logger.info("demo stage done stage=%s seconds=%.1f", name, self._summary.stage_s[name])
+
+
+async def _until(what: Any, daemons: list[_Daemon], timeout_s: float, label: str) -> None:
+    """Poll the coroutine function ``what`` until it returns true; a dead daemon fails fast."""
+    deadline = time.monotonic() + timeout_s
+    while not await what():
+        for daemon in daemons:
+            if daemon.process.poll() is not None:
+                raise DemoError(f"miner daemon {daemon.address} exited with "
+                                f"{daemon.process.returncode} while waiting for {label}: "
+                                f"{_tail(daemon.log)}")
+        if time.monotonic() > deadline:
+            logs = " | ".join(_tail(d.log, 800) for d in daemons)
+            raise DemoError(f"no {label} within {timeout_s:.0f} s; daemon logs: {logs}")
+        await asyncio.sleep(POLL_S)
+
+
+async def gas_by_call(devnet: Devnet, from_block: int) -> dict[str, list[int]]:
+    """Gas used by every TaskMarket call mined since ``from_block``, by function name."""
+    abi = load_artifact("TaskMarket").abi
+    names = {"0x" + function_abi_to_4byte_selector(cast(Any, f)).hex(): f["name"]
+             for f in abi if f.get("type") == "function"}
+    market = devnet.deployment.task_market.lower()
+    found: dict[str, list[int]] = {}
+    head = int(await devnet.rpc.request("eth_blockNumber"), 16)
+    for number in range(from_block, head + 1):
+        block = await devnet.rpc.request("eth_getBlockByNumber", [hex(number), True])
+        for tx in block["transactions"]:
+            if (tx.get("to") or "").lower() != market:
+                continue
+            receipt = await devnet.rpc.request("eth_getTransactionReceipt", [tx["hash"]])
+            name = names.get(tx["input"][:10], tx["input"][:10])
+            found.setdefault(name, []).append(int(receipt["gasUsed"], 16))
+    return found
+
+
+def _read_result(folder: Path, summary: MarketSummary) -> None:
+    """Chosen and largest network from the fetched (already hash-checked) manifest."""
+    manifest = ResultManifest.model_validate_json((folder / "manifest.json").read_bytes())
+    summary.flops = manifest.metrics.flops
+    summary.claimed_accuracy = manifest.metrics.accuracy
+    summary.front_size = len(manifest.pareto_front)
+    if manifest.pareto_front:
+        largest = max(manifest.pareto_front, key=lambda p: p.flops)
+        summary.front_max_flops, summary.front_max_accuracy = largest.flops, largest.score
+
+
+class _ProgressWatcher:
+    """Reads the miners' progress over HTTP (``/tasks/{id}/progress``) while they train:
+    the largest network's validation accuracy after training and the gradient traffic."""
+
+    def __init__(self, http: aiohttp.ClientSession, urls: list[str], task_id: int,
+                 summary: MarketSummary, every_s: float = 1.0) -> None:
+        self._http, self._urls, self._task_id = http, urls, task_id
+        self._summary, self._every_s, self._next = summary, every_s, 0.0
+
+    async def poll(self) -> None:
+        if time.monotonic() < self._next:
+            return
+        self._next = time.monotonic() + self._every_s
+        for url in self._urls:
+            try:
+                async with self._http.get(f"{url}/tasks/{self._task_id}/progress") as reply:
+                    snapshot = await reply.json() if reply.status == 200 else {}
+            except (aiohttp.ClientError, TimeoutError, ValueError):
+                continue
+            accuracy = snapshot.get("val_accuracy")
+            if isinstance(accuracy, dict) and "largest" in accuracy:
+                self._summary.largest_accuracy = float(accuracy["largest"])
+            sent = snapshot.get("grad_bytes_sent")
+            if isinstance(sent, int):
+                self._summary.grad_bytes_sent[url] = sent
+
+
+async def _balances(devnet: Devnet, who: Mapping[str, str]) -> dict[str, int]:
+    return {role: await devnet.rpc.get_balance(address) for role, address in who.items()}
+
+
+async def _run_task(config: MarketDemoConfig, devnet: Devnet, work: Path,
+                    daemons: list[_Daemon], summary: MarketSummary, stages: _Stages) -> None:
+    """Submit → train/search/submit → fetch/verify → accept → withdraw, timed per stage."""
+    market = await TaskMarket.create(devnet.rpc, devnet.deployment.task_market)
+    spec_file = work / "spec.json"
+    spec_file.write_text(json.dumps(demo_spec(config.quick, config.max_flops)))
+    posted = await _client(
+        ["task", "submit", str(spec_file), "--reward", f"{config.reward_wei}wei",
+         "--bond", f"{config.bond_wei}wei", "--slots", "2",
+         "--arbiter", devnet.accounts[DEMO_ARBITER].address, "--work-window", "1d"],
+        devnet, work)
+    task_id = summary.task_id = int(posted["task_id"])
+    stages.done("submit")
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+        watcher = _ProgressWatcher(http, [d.url for d in daemons], task_id, summary)
+
+        async def submitted() -> bool:
+            await watcher.poll()
+            return await market.state_of(task_id) in (TaskState.SUBMITTED, TaskState.SETTLED)
+
+        await _until(submitted, daemons, config.timeout_s, "submitted result")
+    summary.leader = (await market.members_of(task_id))[0]
+    stages.done("train_search_submit")
+
+    result = work / "result"
+    await _client(["task", "fetch", str(task_id), "--out", str(result)], devnet, work)
+    _read_result(result, summary)
+    data = await asyncio.to_thread(write_client_data, config.quick, work / "client-data.npz")
+    report = await _client(["task", "verify", str(task_id), "--result", str(result),
+                            "--data", str(data)], devnet, work)
+    summary.verified = all(c["ok"] for c in report["checks"]) and report["_exit_code"] == 0
+    summary.accuracy = report["measured"].get("accuracy", summary.claimed_accuracy)
+    if not summary.verified:
+        raise DemoError(f"the result failed verification: {report['checks']}")
+    stages.done("fetch_verify")
+
+    await _client(["task", "accept", str(task_id)], devnet, work)
+    stages.done("accept")
+
+    async def withdrawn() -> bool:
+        for daemon in daemons:
+            events = await market.get_withdrawn(account=daemon.address)
+            if not events:
+                return False
+            summary.withdrawn_wei[daemon.address] = sum(e.amount_wei for e in events)
+        return True
+
+    await _until(withdrawn, daemons, 120.0, "withdrawals")
+    summary.state = (await market.state_of(task_id)).name
+    stages.done("withdraw")
+
+
+async def run_marketplace(config: MarketDemoConfig) -> MarketSummary:
+    """The whole demo (see the module docstring); every process started is stopped on exit,
+    also when cancelled (Ctrl-C)."""
+    started = time.monotonic()
+    owns = config.folder is None
+    work = Path(tempfile.mkdtemp(prefix="manta-demo-")) if owns else config.folder
+    assert work is not None
+    work.mkdir(parents=True, exist_ok=True)
+    summary = MarketSummary(dataset="digits" if config.quick else "animal-mnist",
+                            max_flops=config.max_flops)
+    stages = _Stages(summary)
+    net_config = dataclasses.replace(config.devnet, folder=work / "net",
+                                     deployment_file=work / "deployment.json",
+                                     write_keystores=True)
+    daemons: list[_Daemon] = []
+    try:
+        async with await Devnet.start(net_config) as devnet:
+            stages.done("devnet")
+            first_block = devnet.deployment.start_block
+            who = {"client": devnet.accounts[DEMO_CLIENT].address}
+            who.update({f"miner{n}": devnet.accounts[i].address
+                        for n, i in enumerate(DEMO_MINERS)})
+            summary.balances_before_wei = await _balances(devnet, who)
+            try:
+                for n, index in enumerate(DEMO_MINERS):
+                    daemons.append(_start_daemon(work / f"miner{n}", devnet, index))
+                market = await TaskMarket.create(devnet.rpc, devnet.deployment.task_market)
+
+                async def registered() -> bool:
+                    urls = [await market.endpoint_of(d.address) for d in daemons]
+                    return urls == [d.url for d in daemons]
+
+                await _until(registered, daemons, 120.0, "miner registrations")
+                summary.miner_urls = {d.address: d.url for d in daemons}
+                stages.done("miners_registered")
+                await _run_task(config, devnet, work, daemons, summary, stages)
+            finally:
+                for daemon in daemons:
+                    await asyncio.to_thread(_terminate, daemon.process, 20.0)
+            summary.balances_after_wei = await _balances(devnet, who)
+            summary.gas_by_call = await gas_by_call(devnet, first_block)
+    finally:
+        for daemon in daemons:  # a second Ctrl-C may have cut the graceful stop short
+            _terminate(daemon.process, 1.0)
+        if owns:
+            shutil.rmtree(work, ignore_errors=True)
+    summary.seconds = time.monotonic() - started
+    logger.info("demo done task_id=%d state=%s seconds=%.1f", summary.task_id, summary.state,
+                summary.seconds)
+    return summary
+
+
+async def until_signal(work: Any) -> Any:
+    """Await the coroutine ``work``, cancelling it on SIGINT or SIGTERM (its cleanup runs)."""
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        return await task
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,113 @@
+"""``manta-node demo --quick`` as a real process: anvil, two miner daemons (with their
+training subprocesses) and the ``manta`` client CLI run a task to SETTLED; the last line is
+the summary JSON; nothing it started is left running, also after a Ctrl-C mid-training."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.anvil, pytest.mark.timeout(240)]
+ROOT = Path(__file__).resolve().parents[2]
+MANTA_NODE = Path(sys.executable).parent / "manta-node"
+
+
+def _needs_tools() -> None:
+    if not (ROOT / "node_modules" / ".bin" / "anvil").exists():
+        pytest.skip("anvil not installed (npm ci)")
+    if not MANTA_NODE.exists():
+        pytest.skip("console scripts not installed (pip install -e .)")
+
+
+def _live_with(marker: str) -> list[str]:
+    """Command lines of live (not zombie) processes that mention ``marker``."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError):
+            continue
+        if state not in {"Z", "X"} and marker in cmdline and int(proc.name) != os.getpid():
+            found.append(cmdline)
+    return found
+
+
+def _none_left(marker: str, timeout_s: float = 15.0) -> list[str]:
+    deadline = time.monotonic() + timeout_s
+    while (left := _live_with(marker)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+def _demo(folder: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([str(MANTA_NODE), "demo", "--quick", "--json", "--folder",
+                             str(folder)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_quick_demo_settles_and_leaves_nothing_running(tmp_path: Path) -> None:
+    _needs_tools()
+    folder = tmp_path / "demo"
+    process = _demo(folder)
+    try:
+        stdout, stderr = process.communicate(timeout=200)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr[-3000:]
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["state"] == "SETTLED"
+    assert isinstance(summary["accuracy"], float) and 0.0 <= summary["accuracy"] <= 1.0
+    assert 0 < summary["flops"] <= summary["max_flops"]
+    assert summary["total_gas"] > 0 and summary["seconds"] > 0
+    assert summary["verified"] is True and summary["front_size"] >= 1
+    calls = summary["gas_by_call"]
+    assert [len(calls[c]) for c in ("register", "postTask", "claim", "submitResult", "accept",
+                                    "withdraw")] == [2, 1, 2, 1, 1, 2]
+    # each miner got half the reward plus its bond back; the client paid the reward
+    assert set(summary["withdrawn_wei"].values()) == {15 * 10**16 + 2 * 10**16}
+    before, after = summary["balances_before_wei"], summary["balances_after_wei"]
+    assert before["client"] - after["client"] >= 3 * 10**17
+    assert all(after[m] > before[m] for m in ("miner0", "miner1"))
+    assert set(summary["miner_urls"]) >= {summary["leader"]}
+    assert _none_left(str(folder)) == []
+
+
+def test_sigint_mid_training_stops_every_process(tmp_path: Path) -> None:
+    _needs_tools()
+    folder = tmp_path / "demo"
+    process = _demo(folder)
+    try:
+        deadline = time.monotonic() + 90
+        while not any("jobrunner" in c for c in _live_with(str(folder))):
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            assert time.monotonic() < deadline, "training never started"
+            time.sleep(0.2)
+        assert any("anvil" in c for c in _live_with(str(folder)))
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130
+    assert _none_left(str(folder)) == []
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_demo_spec_is_a_valid_scheme_1_task(quick: bool) -> None:
+    from node.demo import demo_spec
+    from node.documents.spec import parse_spec
+
+    spec = parse_spec(demo_spec(quick, 4_000_000))
+    assert spec.dataset.name == ("digits" if quick else "animal-mnist")
+    assert spec.distributed.scheme == "data_parallel" and spec.distributed.subnets_per_step == 4
+    assert spec.constraint.max_flops == 4_000_000
+    assert all(p.subnets_per_step == 4 for p in spec.training.phases if p.name != "full")
