@@ -19,6 +19,7 @@ import importlib.util
 import io
 import logging
 import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -234,7 +235,8 @@ def animal_mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 
 def custom_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Images and labels from an ``.npz`` (arrays ``x`` and ``y``), a folder holding
+    """Images and labels from an ``.npz`` (arrays ``x`` and ``y``; recognised by content, so a
+    content-addressed download named by its hash alone works too), a folder holding
     ``x.npy`` and ``y.npy``, or an image-folder tree ``<class>/<image>.png`` (needs Pillow,
     which is not a dependency: without it, convert such trees to .npz)."""
     if not path.exists():
@@ -247,7 +249,7 @@ def custom_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
                 np.load(path / "x.npy", allow_pickle=False),
                 np.load(path / "y.npy", allow_pickle=False),
             )
-        if path.suffix == ".npz":
+        if path.suffix == ".npz" or zipfile.is_zipfile(path):
             with np.load(path, allow_pickle=False) as archive:
                 missing = {"x", "y"} - set(archive.files)
                 if missing:

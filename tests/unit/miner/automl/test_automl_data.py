@@ -144,3 +144,18 @@ def test_png_class_folders(tmp_path: Path) -> None:
         Image.fromarray(np.full((28, 28), 100 * i, dtype=np.uint8)).save(tmp_path / label / "a.png")
     d = _load(str(tmp_path), num_classes=2)
     assert d.y.tolist() == [0, 1] and d.x.shape == (2, 1, 28, 28)
+
+
+def test_npz_is_recognised_without_its_suffix(tmp_path) -> None:
+    """A dataset downloaded by hash is stored as ``<sha256 hex>``, with no suffix."""
+    import numpy as np
+
+    from miner.automl.data import custom_arrays
+
+    x = np.zeros((4, 1, 8, 8), dtype=np.float32)
+    y = np.arange(4) % 2
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    stored = tmp_path / ("ab" * 32)
+    (tmp_path / "data.npz").rename(stored)
+    got_x, got_y = custom_arrays(stored)
+    assert got_x.shape == x.shape and list(got_y) == list(y)
