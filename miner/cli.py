@@ -9,6 +9,10 @@ environment variables. ``automl`` runs the AutoML engine locally, without any ch
 - ``manta-miner automl search --run DIR --max-flops N``: measure sampled sub-networks,
   fit the accuracy predictor, search under the limits, export the chosen network.
 - ``manta-miner automl supernets``: the registered supernet names.
+- ``manta-miner automl export-dataset NAME OUT.npz [--folds K --fold I [--rest]]``: a
+  built-in dataset's images ``i % K == I`` (or all the others) as an ``.npz`` (``x``, ``y``),
+  so a process that cannot import miner code (the demo) can split it into disjoint parts
+  and pack them with ``manta data pack``.
 
 Each command parses, calls one function of :mod:`miner.automl.runs` and renders. Errors
 are handled once: a :class:`~node.errors.MantaError` prints one line to stderr and exits
@@ -235,6 +239,43 @@ def supernets_command() -> None:
 
     for name in list_supernets():
         typer.echo(name)
+
+
+@automl_app.command("export-dataset")
+def export_dataset_command(
+    name: Annotated[str, typer.Argument(help="Built-in dataset: digits or animal-mnist.")],
+    out: Annotated[Path, typer.Argument(help="Output .npz (arrays x and y).")],
+    folds: Annotated[int, typer.Option(min=1, help="Split the images i into folds i % K.")] = 1,
+    fold: Annotated[int, typer.Option(min=0, help="The fold to export (0..K-1).")] = 0,
+    rest: Annotated[bool, typer.Option(help="Export every image outside --fold.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write one fold of a built-in dataset (images i with i % FOLDS == FOLD; with --rest,
+    all the others) as an .npz. Folds interleave, so each holds every class even where
+    the stored set is sorted by class."""
+    import numpy as np
+
+    from miner.automl.data import animal_mnist_arrays, digits_arrays
+
+    loaders = {"digits": digits_arrays, "animal-mnist": animal_mnist_arrays}
+    if name not in loaders:
+        raise ConfigError(f"cannot export {name!r}; built-in datasets: {sorted(loaders)}")
+    if fold >= folds:
+        raise ConfigError(f"fold {fold} is outside 0..{folds - 1}")
+    x, y = loaders[name]()
+    chosen = (np.arange(len(y)) % folds == fold) != rest
+    if not chosen.any():
+        raise ConfigError(f"the selection of {name} ({len(y)} images) is empty")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("wb") as handle:  # a file object: numpy would append .npz to a bare name
+        np.savez(handle, x=x[chosen], y=y[chosen].astype(np.int64))
+    result = {"name": name, "out": str(out), "folds": folds, "fold": fold, "rest": rest,
+              "images": int(chosen.sum()), "total": len(y)}
+    if json_out:
+        typer.echo(json.dumps(result, sort_keys=True))
+        return
+    what = "all but fold" if rest else "fold"
+    Console().print(f"exported {name} {what} {fold}/{folds} ({result['images']} images) -> {out}")
 
 
 def main() -> None:

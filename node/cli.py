@@ -386,7 +386,9 @@ def _render_market_demo(s: Any) -> None:
     console = Console()
     console.print(f"task {s.task_id} ({s.dataset}): [bold]{s.state}[/] in {s.seconds:.1f} s")
     accuracy = "n/a" if s.accuracy is None else f"{s.accuracy:.4f}"
-    console.print(f"  chosen network: accuracy {accuracy} on the client's data "
+    console.print(f"  data: miners trained on {s.train_images:,} images from {s.dataset_url}; "
+                  f"the client held out the other {s.eval_images:,}")
+    console.print(f"  chosen network: accuracy {accuracy} on the client's held-out data "
                   f"({s.claimed_accuracy} claimed), {s.flops:,} FLOPs (limit {s.max_flops:,})")
     console.print(f"  largest network (full supernet): accuracy {s.largest_accuracy} on the "
                   "miners' validation split")

@@ -2,10 +2,13 @@
 
 ``run_marketplace`` (``manta-node demo``) starts a devnet (anvil + contracts), two miner
 daemons (``manta-miner run``, one torch thread each) that register on chain, and drives a
-client through the ``manta`` CLI: submit a classification task (FLOPs limit, 2 slots,
-data parallel with 4 sub-networks per step, reward and bonds), wait while the group
-trains, searches, signs and submits, then fetch, verify the hashes, evaluate on the
-client's own data and accept; the daemons withdraw their pay. Node imports neither miner
+client through the ``manta`` CLI. The client splits the built-in set (animal-mnist, or
+digits with ``--quick``) into two disjoint parts, packs the training part (``manta data
+pack``), serves it on 127.0.0.1 (``manta data serve``) and submits a classification task
+naming it by URL and sha256 (FLOPs limit, 2 slots, data parallel with 4 sub-networks per
+step, reward and bonds); the miners download it, train, search, sign and submit; the
+client fetches, verifies the hashes, evaluates on the held-out part (which the miners never
+saw) and accepts; the daemons withdraw their pay. Node imports neither miner
 nor client code: both run as processes and meet the demo only on the chain and over HTTP.
 Keys stay in the devnet's encrypted keystores; passwords travel as a file path.
 
@@ -21,12 +24,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import gzip
-import io
 import json
 import logging
 import os
-import pickle
 import shutil
 import signal
 import socket
@@ -140,9 +140,6 @@ async def run_demo(config: DevnetConfig) -> DemoSummary:
 
 DEMO_CLIENT, DEMO_MINERS, DEMO_ARBITER = 1, (2, 3), 4
 POLL_S = 0.2
-_PICKLE_GLOBALS = frozenset({("numpy.core.multiarray", "_reconstruct"),
-                             ("numpy._core.multiarray", "_reconstruct"),
-                             ("numpy", "ndarray"), ("numpy", "dtype")})
 
 
 class DemoError(MantaError):
@@ -164,17 +161,24 @@ class MarketDemoConfig:
     timeout_s: float = 900.0
 
 
-def demo_spec(quick: bool, max_flops: int) -> dict[str, Any]:
-    """The task the demo's client posts (scheme 1: the same 4 sub-networks on every miner)."""
-    # digits has 1,797 images: a few more full-network epochs cost seconds and help a lot
-    phases: list[dict[str, Any]] = [{"name": "full", "epochs": 3 if quick else 1, "lr": 0.05},
-                                    {"name": "kernel", "epochs": 1, "lr": 0.02,
+def demo_spec(quick: bool, max_flops: int,
+              dataset: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The task the demo's client posts (scheme 1: the same 4 sub-networks on every miner).
+
+    ``dataset`` is the spec's dataset reference (the demo passes ``{url, sha256}`` of its
+    training part); None names the built-in set.
+    """
+    # digits trains on 1,437 images: more epochs cost seconds and bring the chosen network
+    # near its plateau, where its accuracy on the held-out part matches the miners' claim
+    phases: list[dict[str, Any]] = [{"name": "full", "epochs": 8 if quick else 1, "lr": 0.05},
+                                    {"name": "kernel", "epochs": 2 if quick else 1, "lr": 0.02,
                                      "subnets_per_step": 4}]
     if not quick:
         phases.append({"name": "depth", "epochs": 1, "lr": 0.02, "subnets_per_step": 4})
     return {
         "kind": "classification", "seed": 7,
-        "dataset": {"name": "digits" if quick else "animal-mnist"},
+        "dataset": dict(dataset) if dataset is not None else
+        {"name": "digits" if quick else "animal-mnist"},
         "search_space": {"kernel_sizes": [3, 5], "expand_ratios": [3.0, 4.0],
                          "depths": [1, 2], "resolutions": [20, 24, 28]},
         "training": {"batch_size": 64, "phases": phases},
@@ -183,43 +187,97 @@ def demo_spec(quick: bool, max_flops: int) -> dict[str, Any]:
     }
 
 
-def _numpy_pickle(path: Path) -> Any:
-    """An array from a gzip pickle, admitting only the globals numpy needs."""
+@dataclass(frozen=True)
+class ClientData:
+    """The client's split of the built-in set: a training part the miners download by URL
+    (pinned by its sha256) and a held-out part only ``manta task verify`` reads.
 
-    class NumpyOnly(pickle.Unpickler):
-        def find_class(self, module: str, name: str) -> Any:
-            if (module, name) not in _PICKLE_GLOBALS:
-                raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
-            return super().find_class(module, name)
-
-    with gzip.open(path, "rb") as handle:
-        return NumpyOnly(io.BytesIO(handle.read())).load()
-
-
-def write_client_data(quick: bool, out: Path) -> Path:
-    """The client's evaluation set as an ``.npz`` (``x``, ``y``) for ``manta task verify``.
-
-    The last 2,000 animal-mnist images (or every digit with ``quick``). Miners are given the
-    built-in set by name, so these images are not hidden from their training split.
+    The held-out part is the images ``i`` (in the set's stored order) with
+    ``i % HELD_OUT_FOLDS == HELD_OUT_FOLD``, the training part all the others: disjoint by
+    construction, and interleaved because animal-mnist is stored sorted by class.
     """
-    import importlib.util
 
-    import numpy as np
+    train_file: Path
+    sha256: str
+    eval_file: Path
+    train_images: int
+    eval_images: int
 
-    if quick:
-        from sklearn.datasets import load_digits
 
-        bunch = load_digits()
-        x, y = (bunch.images / 16.0).astype(np.float32), bunch.target.astype(np.int64)
-    else:
-        spec = importlib.util.find_spec("animal_mnist")
-        if spec is None or not spec.submodule_search_locations:
-            raise DemoError("package animal_mnist is not installed (make setup)")
-        folder = Path(next(iter(spec.submodule_search_locations))) / "data" / "Animal_MNIST"
-        x = _numpy_pickle(folder / "animal_data_version_3.gz")[-2000:]
-        y = _numpy_pickle(folder / "animal_label_version_3.gz")[-2000:].astype(np.int64)
-    np.savez(out, x=x, y=y)
-    return out
+HELD_OUT_FOLDS, HELD_OUT_FOLD = 5, 4  # the client keeps a fifth of the set for itself
+
+
+async def split_client_data(quick: bool, folder: Path) -> ClientData:
+    """Export the built-in set's two parts (``manta-miner automl export-dataset``, run as a
+    process: node imports no miner code) and pack the training part (``manta data pack``)
+    into ``folder/serve/``, the folder :func:`_start_data_server` publishes."""
+    name = "digits" if quick else "animal-mnist"
+    raw, eval_file = folder / "train-raw.npz", folder / "held-out.npz"
+    export = [*_tool("manta-miner"), "automl", "export-dataset", name, "--folds",
+              str(HELD_OUT_FOLDS), "--fold", str(HELD_OUT_FOLD), "--json"]
+    train, evaluation = await asyncio.gather(_run_json([*export, str(raw), "--rest"]),
+                                             _run_json([*export, str(eval_file)]))
+    (serve := folder / "serve").mkdir(parents=True, exist_ok=True)
+    packed = await _run_json([*_tool("manta"), "data", "pack", str(raw), "--out",
+                              str(serve / "train.npz"), "--json"])
+    raw.unlink()
+    if train["images"] + evaluation["images"] != train["total"]:
+        raise DemoError(f"the parts do not split the set: {train} {evaluation}")
+    logger.info("client data split train=%d held_out=%d sha256=%s", train["images"],
+                evaluation["images"], packed["sha256"])
+    return ClientData(serve / "train.npz", str(packed["sha256"]), eval_file,
+                      int(train["images"]), int(evaluation["images"]))
+
+
+async def _run_json(command: list[str], timeout_s: float = 120.0) -> dict[str, Any]:
+    """Run ``command`` (a helper process); its last stdout line as JSON."""
+    process = await asyncio.create_subprocess_exec(
+        *command, env=_child_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        async with asyncio.timeout(timeout_s):
+            stdout, stderr = await process.communicate()
+    finally:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+    lines = stdout.decode(errors="replace").strip().splitlines()
+    if process.returncode != 0 or not lines:
+        raise DemoError(f"{Path(command[0]).name} {command[1]} exited with "
+                        f"{process.returncode}: {stderr.decode(errors='replace')[-1500:]}")
+    payload: dict[str, Any] = json.loads(lines[-1])
+    return payload
+
+
+def _start_data_server(folder: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """``manta data serve FOLDER`` on a free 127.0.0.1 port; the process and its URL."""
+    port = _free_port()
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [*_tool("manta"), "data", "serve", str(folder), "--host", "127.0.0.1",
+             "--port", str(port)], env=_child_env(), stdin=subprocess.DEVNULL, stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
+    logger.info("data server started pid=%d port=%d", process.pid, port)
+    return process, f"http://127.0.0.1:{port}"
+
+
+async def _until_served(url: str, process: subprocess.Popen[bytes], log: Path,
+                        timeout_s: float = 60.0) -> None:
+    """Wait until ``url`` answers 200 (the server is up), failing fast if it died."""
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+        while True:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with http.head(url) as reply:
+                    if reply.status == 200:
+                        return
+            if process.poll() is not None:
+                raise DemoError(f"manta data serve exited with {process.returncode}: "
+                                f"{_tail(log)}")
+            if time.monotonic() > deadline:
+                raise DemoError(f"{url} was not served within {timeout_s:.0f} s: {_tail(log)}")
+            await asyncio.sleep(POLL_S)
 
 
 def _free_port() -> int:
@@ -324,7 +382,10 @@ class MarketSummary:
     task_id: int = 0
     state: str = ""
     dataset: str = ""
-    accuracy: float | None = None  # on the client's own data (manta task verify)
+    dataset_url: str = ""  # the training part, as the spec references it
+    train_images: int = 0  # images i % HELD_OUT_FOLDS != HELD_OUT_FOLD of the built-in set
+    eval_images: int = 0  # the others: held out, never sent to the miners
+    accuracy: float | None = None  # on the client's held-out data (manta task verify)
     claimed_accuracy: float | None = None  # on the miners' validation split
     flops: int = 0
     max_flops: int = 0
@@ -352,6 +413,9 @@ class MarketSummary:
             "state": self.state, "accuracy": self.accuracy, "flops": self.flops,
             "total_gas": self.total_gas, "seconds": round(self.seconds, 3),
             "task_id": self.task_id, "dataset": self.dataset, "verified": self.verified,
+            "dataset_url": self.dataset_url, "train_images": self.train_images,
+            "eval_images": self.eval_images,
+            "eval_fold": f"i % {HELD_OUT_FOLDS} == {HELD_OUT_FOLD}",
             "claimed_accuracy": self.claimed_accuracy, "max_flops": self.max_flops,
             "front_max_flops": self.front_max_flops,
             "front_max_accuracy": self.front_max_accuracy,
@@ -459,8 +523,24 @@ async def _run_task(config: MarketDemoConfig, devnet: Devnet, work: Path,
                     daemons: list[_Daemon], summary: MarketSummary, stages: _Stages) -> None:
     """Submit → train/search/submit → fetch/verify → accept → withdraw, timed per stage."""
     market = await TaskMarket.create(devnet.rpc, devnet.deployment.task_market)
+    data = await split_client_data(config.quick, work / "client-data")
+    server, base_url = _start_data_server(data.train_file.parent, work / "data-server.log")
+    try:
+        summary.dataset_url = f"{base_url}/{data.train_file.name}"
+        summary.train_images, summary.eval_images = data.train_images, data.eval_images
+        await _until_served(summary.dataset_url, server, work / "data-server.log")
+        stages.done("client_data")
+        await _post_and_settle(config, devnet, market, work, data, daemons, summary, stages)
+    finally:
+        await asyncio.to_thread(_terminate, server, 5.0)
+
+
+async def _post_and_settle(config: MarketDemoConfig, devnet: Devnet, market: TaskMarket,
+                           work: Path, data: ClientData, daemons: list[_Daemon],
+                           summary: MarketSummary, stages: _Stages) -> None:
     spec_file = work / "spec.json"
-    spec_file.write_text(json.dumps(demo_spec(config.quick, config.max_flops)))
+    dataset = {"url": summary.dataset_url, "sha256": data.sha256}
+    spec_file.write_text(json.dumps(demo_spec(config.quick, config.max_flops, dataset)))
     posted = await _client(
         ["task", "submit", str(spec_file), "--reward", f"{config.reward_wei}wei",
          "--bond", f"{config.bond_wei}wei", "--slots", "2",
@@ -483,9 +563,8 @@ async def _run_task(config: MarketDemoConfig, devnet: Devnet, work: Path,
     result = work / "result"
     await _client(["task", "fetch", str(task_id), "--out", str(result)], devnet, work)
     _read_result(result, summary)
-    data = await asyncio.to_thread(write_client_data, config.quick, work / "client-data.npz")
     report = await _client(["task", "verify", str(task_id), "--result", str(result),
-                            "--data", str(data)], devnet, work)
+                            "--data", str(data.eval_file)], devnet, work)
     summary.verified = all(c["ok"] for c in report["checks"]) and report["_exit_code"] == 0
     summary.accuracy = report["measured"].get("accuracy", summary.claimed_accuracy)
     if not summary.verified:

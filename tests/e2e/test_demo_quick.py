@@ -1,6 +1,8 @@
 """``manta-node demo --quick`` as a real process: anvil, two miner daemons (with their
-training subprocesses) and the ``manta`` client CLI run a task to SETTLED; the last line is
-the summary JSON; nothing it started is left running, also after a Ctrl-C mid-training."""
+training subprocesses) and the ``manta`` client CLI run a task to SETTLED; the miners train
+on a part of the set served by URL and the client verifies on the disjoint rest; the last
+line is the summary JSON; nothing it started is left running, also after a Ctrl-C
+mid-training."""
 
 from __future__ import annotations
 
@@ -78,6 +80,16 @@ def test_quick_demo_settles_and_leaves_nothing_running(tmp_path: Path) -> None:
     assert before["client"] - after["client"] >= 3 * 10**17
     assert all(after[m] > before[m] for m in ("miner0", "miner1"))
     assert set(summary["miner_urls"]) >= {summary["leader"]}
+    # the miners trained on the URL part only; the client verified on the held-out rest
+    # (disjoint by construction: the held-out fold i % 5 == 4 and all the other images)
+    assert (summary["train_images"], summary["eval_images"]) == (1438, 359)
+    assert summary["eval_fold"] == "i % 5 == 4"
+    spec = json.loads((folder / "spec.json").read_text())
+    assert spec["dataset"]["url"] == summary["dataset_url"]
+    assert spec["dataset"]["url"].startswith("http://127.0.0.1:") and "name" not in spec["dataset"]
+    miner_copies = list(folder.glob("miner*/data/datasets/*"))
+    assert len(miner_copies) == 2
+    assert {p.name for p in miner_copies} == {spec["dataset"]["sha256"].removeprefix("0x")}
     assert _none_left(str(folder)) == []
 
 
@@ -106,8 +118,10 @@ def test_demo_spec_is_a_valid_scheme_1_task(quick: bool) -> None:
     from node.demo import demo_spec
     from node.documents.spec import parse_spec
 
-    spec = parse_spec(demo_spec(quick, 4_000_000))
-    assert spec.dataset.name == ("digits" if quick else "animal-mnist")
+    assert parse_spec(demo_spec(quick, 1)).dataset.name == ("digits" if quick else "animal-mnist")
+    url = {"url": "http://127.0.0.1:1/train.npz", "sha256": "0x" + "ab" * 32}
+    spec = parse_spec(demo_spec(quick, 4_000_000, url))
+    assert spec.dataset.url == url["url"] and spec.dataset.name is None
     assert spec.distributed.scheme == "data_parallel" and spec.distributed.subnets_per_step == 4
     assert spec.constraint.max_flops == 4_000_000
     assert all(p.subnets_per_step == 4 for p in spec.training.phases if p.name != "full")

@@ -189,3 +189,35 @@ def test_daemon_commands_are_mounted_on_manta_miner() -> None:
     assert result.exit_code == 0
     for command in ("init", "register", "run", "status", "withdraw", "automl"):
         assert command in result.output
+
+
+def test_export_dataset_writes_disjoint_folds_that_cover_the_set(tmp_path: Path) -> None:
+    from miner.automl.data import digits_arrays
+
+    train, held = tmp_path / "train.npz", tmp_path / "held"  # no suffix: written as named
+    first = _invoke("automl", "export-dataset", "digits", str(train), "--folds", "5",
+                    "--fold", "4", "--rest", "--json")
+    second = _invoke("automl", "export-dataset", "digits", str(held), "--folds", "5",
+                     "--fold", "4", "--json")
+    assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
+    a, b = json.loads(first.output.splitlines()[-1]), json.loads(second.output.splitlines()[-1])
+    assert (a["images"], b["images"], a["total"]) == (1438, 359, 1797)
+    x, y = digits_arrays()
+    index = np.arange(len(y))
+    with np.load(train) as part:
+        assert np.array_equal(part["x"], x[index % 5 != 4])
+        assert np.array_equal(part["y"], y[index % 5 != 4])
+    with np.load(held) as part:
+        assert np.array_equal(part["x"], x[4::5]) and part["y"].dtype == np.int64
+        assert set(part["y"].tolist()) == set(range(10))
+
+
+def test_export_dataset_refuses_unknown_names_and_bad_folds(tmp_path: Path) -> None:
+    unknown = _invoke("automl", "export-dataset", "mnist", str(tmp_path / "a.npz"))
+    bad = _invoke("automl", "export-dataset", "digits", str(tmp_path / "b.npz"),
+                  "--folds", "3", "--fold", "3")
+    empty = _invoke("automl", "export-dataset", "digits", str(tmp_path / "c.npz"), "--rest")
+    assert unknown.exit_code == 1 and "cannot export 'mnist'" in unknown.output
+    assert bad.exit_code == 1 and "outside 0..2" in bad.output
+    assert empty.exit_code == 1 and "is empty" in empty.output
+    assert not any(tmp_path.iterdir())
