@@ -30,31 +30,21 @@ import typer
 from pydantic import BaseModel, SecretStr
 from rich.console import Console
 from rich.live import Live
-from typer.core import TyperGroup
 
 from client import render
 from client.models import WatchUpdate
 from client.session import ClientConfig
 from client.units import parse_amount_wei, parse_duration_s
 from node.chain.models import ZERO_ADDRESS
+from node.cli_errors import MantaOrOSErrorGroup
 from node.config import NodeSettings, environment, load_settings
-from node.errors import MantaError
 from node.identity import keystore
 from node.identity.passwords import PasswordSource
 
 logger = logging.getLogger(__name__)
 
 
-class _ErrorHandlingGroup(TyperGroup):
-    """The one error handler: our errors become one line on stderr and exit code 1."""
-
-    def invoke(self, ctx: Any) -> Any:
-        try:
-            return super().invoke(ctx)
-        except (MantaError, OSError) as exc:  # OSError: a file we could not read or write
-            logger.debug("command failed", exc_info=True)
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
+_ErrorHandlingGroup = MantaOrOSErrorGroup
 
 
 def default_api() -> Any:

@@ -29,23 +29,14 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from typer.core import TyperGroup
 
-from node.errors import ConfigError, MantaError
+from node.cli_errors import MantaErrorGroup
+from node.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
 
-class _ErrorHandlingGroup(TyperGroup):
-    """The one error handler: our errors become one clean line and exit code 1."""
-
-    def invoke(self, ctx: Any) -> Any:
-        try:
-            return super().invoke(ctx)
-        except MantaError as exc:
-            logger.debug("command failed", exc_info=True)
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
+_ErrorHandlingGroup = MantaErrorGroup
 
 
 app = typer.Typer(

@@ -10,6 +10,7 @@ Modules:
 - ``transport``  the authenticated aiohttp channel between miners (handshake, AEAD frames)
 - ``devnet``     a local anvil chain with the contracts deployed
 - ``demo``       the chain part of the demo: one task from post to withdraw on a devnet
+- ``cli_errors`` the one error handler every command line shares
 - ``cli``        the ``manta-node`` command
 
 ``node`` imports nothing else of ours and never imports torch.

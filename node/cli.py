@@ -25,7 +25,6 @@ from eth_account.signers.local import LocalAccount
 from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
-from typer.core import TyperGroup
 
 from node.chain.deploy import deploy_market
 from node.chain.indexer import EventHandler, Indexer, IndexerConfig, RpcBlockSource, decoding
@@ -33,25 +32,17 @@ from node.chain.market import TaskMarket
 from node.chain.models import ChainEvent, Deployment
 from node.chain.rpc import RpcConfig, RpcPool
 from node.chain.sender import TxSender
+from node.cli_errors import MantaErrorGroup
 from node.config import NodeSettings, environment, load_settings
 from node.devnet import Devnet, DevnetConfig
-from node.errors import ConfigError, MantaError
+from node.errors import ConfigError
 from node.identity import keystore
 from node.identity.passwords import PasswordSource
 
 logger = logging.getLogger(__name__)
 
 
-class _ErrorHandlingGroup(TyperGroup):
-    """The one error handler: our errors become a clean message and exit code 1."""
-
-    def invoke(self, ctx: Any) -> Any:
-        try:
-            return super().invoke(ctx)
-        except MantaError as exc:
-            logger.debug("command failed", exc_info=True)
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
+_ErrorHandlingGroup = MantaErrorGroup
 
 
 app = typer.Typer(cls=_ErrorHandlingGroup, no_args_is_help=True, add_completion=False,

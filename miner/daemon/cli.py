@@ -20,27 +20,20 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from typer.core import TyperGroup
 
 from miner.daemon.runtime import connect, register_endpoint, run_miner, unlock_account, withdraw_all
 from miner.daemon.settings import MinerSettings, load_miner_settings, settings_toml
 from miner.daemon.store import StateStore
+from node.cli_errors import MantaErrorGroup
 from node.config import environment
-from node.errors import ConfigError, MantaError
+from node.errors import ConfigError
 from node.identity import keystore
 from node.identity.passwords import PasswordSource
 
 logger = logging.getLogger(__name__)
 
 
-class _ErrorHandlingGroup(TyperGroup):
-    def invoke(self, ctx: Any) -> Any:
-        try:
-            return super().invoke(ctx)
-        except MantaError as exc:
-            logger.debug("command failed", exc_info=True)
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
+_ErrorHandlingGroup = MantaErrorGroup
 
 
 app = typer.Typer(cls=_ErrorHandlingGroup, no_args_is_help=True, add_completion=False,
