@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -102,24 +102,18 @@ class IndexerSettings(_Section):
         return self
 
 
-class NodeSettings(BaseSettings):
-    """Every process setting of ``manta-node``; see the module docstring for precedence."""
+S = TypeVar("S", bound="MantaSettings")
+
+
+class MantaSettings(BaseSettings):
+    """Base of every process's settings: ``MANTA_`` environment variables nested with ``__``,
+    then an optional TOML file, then defaults (see the module docstring)."""
 
     model_config = SettingsConfigDict(
         env_prefix="MANTA_", env_nested_delimiter="__", extra="forbid", frozen=True
     )
 
     config_file: Path | None = None
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "WARNING"
-    chain: ChainSettings = Field(default_factory=ChainSettings)
-    identity: IdentitySettings = Field(default_factory=IdentitySettings)
-    devnet: DevnetSettings = Field(default_factory=DevnetSettings)
-    indexer: IndexerSettings = Field(default_factory=IndexerSettings)
-
-    @field_validator("log_level", mode="before")
-    @classmethod
-    def _upper_level(cls, value: object) -> object:
-        return value.upper() if isinstance(value, str) else value
 
     @classmethod
     def settings_customise_sources(
@@ -137,6 +131,21 @@ class NodeSettings(BaseSettings):
                 raise ConfigError(f"config file {path} does not exist")
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)
+
+
+class NodeSettings(MantaSettings):
+    """Every process setting of ``manta-node``; see the module docstring for precedence."""
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "WARNING"
+    chain: ChainSettings = Field(default_factory=ChainSettings)
+    identity: IdentitySettings = Field(default_factory=IdentitySettings)
+    devnet: DevnetSettings = Field(default_factory=DevnetSettings)
+    indexer: IndexerSettings = Field(default_factory=IndexerSettings)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
 
 def _config_file(init_settings: PydanticBaseSettingsSource) -> Path | None:
@@ -159,18 +168,20 @@ def _drop_none(values: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_settings(config_file: Path | None = None, **overrides: Any) -> NodeSettings:
-    """Settings from overrides, environment, TOML file and defaults (in that order).
+def load_settings_as(
+    settings_cls: type[S], config_file: Path | None = None, **overrides: Any
+) -> S:
+    """``settings_cls`` from overrides, environment, TOML file and defaults (in that order).
 
-    ``overrides`` are nested dicts per section (``chain={"rpc_urls": [...]}``); ``None``
-    values are dropped, so a CLI can pass every option and only the given ones count.
-    Invalid values raise :class:`ConfigError` naming the field.
+    ``overrides`` are nested dicts per section; ``None`` values are dropped, so a CLI can
+    pass every option and only the given ones count. Invalid values raise
+    :class:`ConfigError` naming the field.
     """
     kwargs = _drop_none(overrides)
     if config_file is not None:
         kwargs["config_file"] = config_file
     try:
-        return NodeSettings(**kwargs)
+        return settings_cls(**kwargs)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
@@ -178,6 +189,16 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> NodeSett
         raise ConfigError(f"invalid settings: {problems}") from None
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read settings: {exc}") from exc
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> NodeSettings:
+    """Settings from overrides, environment, TOML file and defaults (in that order).
+
+    ``overrides`` are nested dicts per section (``chain={"rpc_urls": [...]}``); ``None``
+    values are dropped, so a CLI can pass every option and only the given ones count.
+    Invalid values raise :class:`ConfigError` naming the field.
+    """
+    return load_settings_as(NodeSettings, config_file, **overrides)
 
 
 def environment() -> Mapping[str, str]:

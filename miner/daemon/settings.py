@@ -19,22 +19,19 @@ is one epoch of one sampled sub-network at resolution 224; see :mod:`miner.daemo
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import (
-    BaseSettings,
-    InitSettingsSource,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from node.config import CONFIG_FILE_VAR, ChainSettings, IdentitySettings, IndexerSettings
+from node.config import (
+    ChainSettings,
+    IdentitySettings,
+    IndexerSettings,
+    MantaSettings,
+    load_settings_as,
+)
 from node.errors import ConfigError
 
 TaskKind = Literal["classification", "stereo"]
@@ -121,14 +118,9 @@ class MinerPaths:
         return self.task_dir(task_id) / "progress.jsonl"
 
 
-class MinerSettings(BaseSettings):
+class MinerSettings(MantaSettings):
     """Every process setting of ``manta-miner``; see the module docstring for precedence."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="MANTA_", env_nested_delimiter="__", extra="forbid", frozen=True
-    )
-
-    config_file: Path | None = None
     log_level: str = "WARNING"
     data_dir: Path = Path(".manta") / "miner"
     chain: ChainSettings = Field(default_factory=ChainSettings)
@@ -139,48 +131,11 @@ class MinerSettings(BaseSettings):
     capacity: CapacitySettings = Field(default_factory=CapacitySettings)
     tx: TxSettings = Field(default_factory=TxSettings)
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        path = _config_file(init_settings)
-        if path is not None:
-            if not path.is_file():
-                raise ConfigError(f"config file {path} does not exist")
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
-        return tuple(sources)
-
     def paths(self) -> MinerPaths:
         """The daemon's files; the indexer cursor goes under ``data_dir`` unless set."""
         explicit = "cursor_db" in self.indexer.model_fields_set
         cursor = self.indexer.cursor_db if explicit else self.data_dir / "indexer.sqlite"
         return MinerPaths(data_dir=self.data_dir, cursor_file=cursor)
-
-
-def _config_file(init_settings: PydanticBaseSettingsSource) -> Path | None:
-    explicit = None
-    if isinstance(init_settings, InitSettingsSource):
-        explicit = init_settings.init_kwargs.get("config_file")
-    raw = explicit or os.environ.get(CONFIG_FILE_VAR)
-    return Path(raw) if raw else None
-
-
-def _drop_none(values: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, Mapping):
-            nested = _drop_none(value)
-            if nested:
-                out[key] = nested
-        elif value is not None:
-            out[key] = value
-    return out
 
 
 def load_miner_settings(config_file: Path | None = None, **overrides: Any) -> MinerSettings:
@@ -189,18 +144,7 @@ def load_miner_settings(config_file: Path | None = None, **overrides: Any) -> Mi
     ``overrides`` are nested dicts per section (``capacity={"gpus": 2}``); ``None`` values
     are dropped so a CLI can pass every option. Invalid values raise :class:`ConfigError`.
     """
-    kwargs = _drop_none(overrides)
-    if config_file is not None:
-        kwargs["config_file"] = config_file
-    try:
-        return MinerSettings(**kwargs)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"invalid settings: {problems}") from None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read settings: {exc}") from exc
+    return load_settings_as(MinerSettings, config_file, **overrides)
 
 
 # ---- writing a config file (``manta-miner init``) --------------------------------------------
