@@ -7,12 +7,11 @@ claims against the chain with the client library, accepts; both miners withdraw.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from client.api import fetch_result, verify_result
 from client.session import ClientConfig
@@ -25,7 +24,7 @@ from miner.daemon.store import TaskPhase
 from miner.distributed.launch import free_port
 from node.chain.market import TaskMarket
 from node.chain.models import TaskParams, TaskState
-from node.devnet import Devnet, DevnetConfig
+from node.devnet import Devnet
 from node.documents.spec import (
     Constraint,
     DatasetRef,
@@ -40,18 +39,6 @@ pytestmark = [pytest.mark.anvil, pytest.mark.timeout(150),
 ROOT = Path(__file__).resolve().parents[2]
 REWARD, BOND = 3 * 10**17 + 1, 2 * 10**15
 MAX_FLOPS = 4_000_000
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def devnet() -> AsyncIterator[Devnet]:
-    config = DevnetConfig(anvil_path=ROOT / "node_modules" / ".bin" / "anvil")
-    if not config.anvil_path.exists():
-        pytest.skip("anvil not installed (npm ci)")
-    net = await Devnet.start(config)
-    try:
-        yield net
-    finally:
-        await net.stop()
 
 
 async def until(what: Callable[[], bool], timeout_s: float) -> None:

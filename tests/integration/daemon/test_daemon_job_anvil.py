@@ -7,12 +7,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 import torch
 from eth_account.signers.local import LocalAccount
 
@@ -27,7 +26,7 @@ from miner.daemon.store import TaskPhase, TxStatus
 from miner.distributed.launch import free_port
 from node.chain.market import TaskMarket
 from node.chain.models import TaskParams, TaskState
-from node.devnet import Devnet, DevnetConfig
+from node.devnet import Devnet
 from node.documents.manifest import ResultManifest
 from node.documents.spec import (
     Constraint,
@@ -55,18 +54,6 @@ def tiny_spec(seed: int = 0) -> TaskSpec:
             PhaseBudget(name="full", epochs=1, lr=0.05),
             PhaseBudget(name="kernel", epochs=1, lr=0.02, subnets_per_step=2))),
         constraint=Constraint(max_flops=MAX_FLOPS))
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def devnet() -> AsyncIterator[Devnet]:
-    config = DevnetConfig(anvil_path=ROOT / "node_modules" / ".bin" / "anvil")
-    if not config.anvil_path.exists():
-        pytest.skip("anvil not installed (npm ci)")
-    net = await Devnet.start(config)
-    try:
-        yield net
-    finally:
-        await net.stop()
 
 
 async def until(what: Callable[[], bool], timeout_s: float = 90.0) -> None:

@@ -8,12 +8,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from miner.daemon.daemon import run_until_stopped
 from miner.daemon.result import equal_shares
@@ -23,7 +22,7 @@ from miner.daemon.store import TaskPhase, TxStatus
 from miner.distributed.launch import free_port
 from node.chain.market import TaskMarket
 from node.chain.models import TaskParams
-from node.devnet import Devnet, DevnetConfig
+from node.devnet import Devnet
 from node.documents.manifest import Metrics, ResultManifest
 from node.documents.spec import Constraint, DatasetRef, SearchSpaceSpec, TaskSpec
 
@@ -31,18 +30,6 @@ pytestmark = [pytest.mark.anvil, pytest.mark.timeout(120), pytest.mark.usefixtur
               pytest.mark.asyncio(loop_scope="module")]
 ROOT = Path(__file__).resolve().parents[3]
 REWARD, BOND = 10**17 + 1, 10**15  # an odd reward: the leader gets the extra wei
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def devnet() -> AsyncIterator[Devnet]:
-    config = DevnetConfig(anvil_path=ROOT / "node_modules" / ".bin" / "anvil")
-    if not config.anvil_path.exists():
-        pytest.skip("anvil not installed (npm ci)")
-    net = await Devnet.start(config)
-    try:
-        yield net
-    finally:
-        await net.stop()
 
 
 async def until(what: Callable[[], bool], timeout_s: float = 30.0) -> None:
