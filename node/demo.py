@@ -47,7 +47,7 @@ from node.chain.artifacts import load_artifact
 from node.chain.market import TaskMarket
 from node.chain.models import ZERO_ADDRESS, TaskParams, TaskState, TxReceipt
 from node.chain.signing import sign_result
-from node.devnet import Devnet, DevnetConfig, _die_with_parent, _terminate
+from node.devnet import Devnet, DevnetConfig, die_with_parent, terminate_group
 from node.documents.manifest import ResultManifest
 from node.errors import MantaError
 
@@ -257,7 +257,7 @@ def _start_data_server(folder: Path, log: Path) -> tuple[subprocess.Popen[bytes]
         process = subprocess.Popen(
             [*_tool("manta"), "data", "serve", str(folder), "--host", "127.0.0.1",
              "--port", str(port)], env=_child_env(), stdin=subprocess.DEVNULL, stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
+            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent)
     logger.info("data server started pid=%d port=%d", process.pid, port)
     return process, f"http://127.0.0.1:{port}"
 
@@ -340,7 +340,7 @@ def _start_daemon(folder: Path, devnet: Devnet, index: int) -> _Daemon:
         process = subprocess.Popen(
             [*_tool("manta-miner"), "--config", str(config), "run"], env=_child_env(),
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_die_with_parent)
+            start_new_session=True, preexec_fn=die_with_parent)
     logger.info("miner daemon started pid=%d port=%d", process.pid, port)
     return _Daemon(devnet.accounts[index].address, f"http://127.0.0.1:{port}", log, process)
 
@@ -532,7 +532,7 @@ async def _run_task(config: MarketDemoConfig, devnet: Devnet, work: Path,
         stages.done("client_data")
         await _post_and_settle(config, devnet, market, work, data, daemons, summary, stages)
     finally:
-        await asyncio.to_thread(_terminate, server, 5.0)
+        await asyncio.to_thread(terminate_group, server, 5.0)
 
 
 async def _post_and_settle(config: MarketDemoConfig, devnet: Devnet, market: TaskMarket,
@@ -625,12 +625,12 @@ async def run_marketplace(config: MarketDemoConfig) -> MarketSummary:
                 await _run_task(config, devnet, work, daemons, summary, stages)
             finally:
                 for daemon in daemons:
-                    await asyncio.to_thread(_terminate, daemon.process, 20.0)
+                    await asyncio.to_thread(terminate_group, daemon.process, 20.0)
             summary.balances_after_wei = await _balances(devnet, who)
             summary.gas_by_call = await gas_by_call(devnet, first_block)
     finally:
         for daemon in daemons:  # a second Ctrl-C may have cut the graceful stop short
-            _terminate(daemon.process, 1.0)
+            terminate_group(daemon.process, 1.0)
         if owns:
             shutil.rmtree(work, ignore_errors=True)
     summary.seconds = time.monotonic() - started

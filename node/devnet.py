@@ -97,7 +97,9 @@ class DevnetConfig:
         return dataclasses.replace(base, **changes)
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def die_with_parent() -> None:  # runs in the child between fork and exec
+    """Ask the kernel to SIGKILL this child when its parent dies (Linux), so no orphan
+    outlives a killed launcher; used as ``preexec_fn`` by every process we start."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -176,7 +178,7 @@ class Devnet:
         with open(folder / "anvil.log", "wb") as log:
             process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_die_with_parent,
+                start_new_session=True, preexec_fn=die_with_parent,
             )
         logger.info("anvil started pid=%d folder=%s", process.pid, folder)
         return process
@@ -267,7 +269,7 @@ class Devnet:
         if self._rpc is not None:
             await self._rpc.close()
             self._rpc = None
-        await asyncio.to_thread(_terminate, self._process)
+        await asyncio.to_thread(terminate_group, self._process)
         path = self.config.deployment_file
         if self._deployment is not None and path is not None and path.is_file():
             with contextlib.suppress(MantaError):
@@ -286,7 +288,7 @@ class Devnet:
         await self.stop()
 
 
-def _terminate(process: subprocess.Popen[bytes], grace_s: float = 5.0) -> None:
+def terminate_group(process: subprocess.Popen[bytes], grace_s: float = 5.0) -> None:
     """SIGTERM the process group, SIGKILL it after ``grace_s``; reap the leader."""
     if process.poll() is not None:
         return
