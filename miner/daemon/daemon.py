@@ -367,23 +367,10 @@ class MinerDaemon:
         return self._indexer.error if self._indexer is not None else None
 
     async def shutdown(self) -> None:
-        """Stop the indexer and close its cursor file.
-
-        Python 3.11's ``asyncio.wait_for`` (used by the RPC pool for every call) returns the
-        call's result instead of raising when a cancellation arrives as the call completes
-        (gh-86296), so the one cancel of ``Indexer.shutdown`` can be lost and the polling
-        task would run on forever. Until the indexer guards against it, re-cancel its task.
-        """
+        """Stop the indexer (it cancels its poller until done) and close its cursor file."""
         indexer, self._indexer = self._indexer, None
-        if indexer is None:
-            return
-        closing = asyncio.create_task(indexer.shutdown())
-        while not (await asyncio.wait({closing}, timeout=0.5))[0]:
-            polling: asyncio.Task[None] | None = getattr(indexer, "_task", None)
-            if polling is not None and not polling.done():
-                logger.warning("indexer ignored a cancellation; cancelling it again")
-                polling.cancel()
-        await closing
+        if indexer is not None:
+            await indexer.shutdown()
 
 
 async def run_until_stopped(daemon: MinerDaemon, stop: asyncio.Event,
