@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -60,10 +61,16 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object for
 def _root(
     ctx: typer.Context,
     config: Annotated[Path | None, typer.Option(help="TOML settings file.")] = None,
-    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING…")] = "WARNING",
+    log_level: Annotated[
+        str | None, typer.Option(help="DEBUG, INFO, WARNING… (default: the settings' log_level)")
+    ] = None,
 ) -> None:
     """MANTA miner: run the daemon, or the AutoML engine alone (``automl``)."""
-    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s %(message)s")
+    from miner.daemon.settings import load_miner_settings
+
+    level = log_level or load_miner_settings(config).log_level  # TOML file, MANTA_LOG_LEVEL
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ctx.obj = config  # the daemon commands read it through ctx.find_root().obj
 
 
