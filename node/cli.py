@@ -381,12 +381,15 @@ def _render_market_demo(s: Any) -> None:
                   f"the client held out the other {s.eval_images:,}")
     console.print(f"  chosen network: accuracy {accuracy} on the client's held-out data "
                   f"({s.claimed_accuracy} claimed), {s.flops:,} FLOPs (limit {s.max_flops:,})")
+    largest = f"{s.largest_flops:,} FLOPs" if s.largest_flops else "FLOPs not reported"
+    share = f" (the chosen one needs {s.flops / s.largest_flops:.0%})" if s.largest_flops else ""
     console.print(f"  largest network (full supernet): accuracy {s.largest_accuracy} on the "
-                  "miners' validation split")
+                  f"miners' validation split, {largest}{share}")
     console.print(f"  Pareto front: {s.front_size} networks, the largest {s.front_max_flops:,} "
                   f"FLOPs (score {s.front_max_accuracy})")
     for url, sent in s.grad_bytes_sent.items():
         console.print(f"  gradient exchange: {url} sent {sent:,} bytes")
+    console.print(f"  monitor: {s.monitor_url}")
     console.print("  miners (leader first):")
     for address, url in sorted(s.miner_urls.items(), key=lambda kv: kv[0] != s.leader):
         console.print(f"    {address} {url}  progress {url}/tasks/{s.task_id}/progress  "

@@ -25,7 +25,14 @@ import torch
 from miner.automl.calibrate import recalibrate_bn
 from miner.automl.checkpoint import CheckpointStore, load_checkpoint, write_atomic
 from miner.automl.config import TrainConfig, parse_train_config
-from miner.automl.data import BatchIterator, ImageDataset, load_dataset, split_dataset
+from miner.automl.data import (
+    STEREO_DATASETS,
+    BatchIterator,
+    ImageDataset,
+    load_dataset,
+    procedural_stereo,
+    split_dataset,
+)
 from miner.automl.errors import CheckpointError, ConstraintError
 from miner.automl.space import Arch
 from miner.automl.supernet import OFASupernet
@@ -40,9 +47,21 @@ CHECKPOINT_DIR = "checkpoints"
 SEARCH_FILE = "search.json"
 
 
+# stereo: the procedural scenes use this fraction of the disparity the network can see
+STEREO_SCENE_FRACTION = 0.75
+
+
 def load_splits(config: TrainConfig, net: OFASupernet) -> tuple[ImageDataset, ImageDataset]:
     """The run's (train, val) split, shaped for ``net``'s largest input."""
     sconf = net.config
+    if net.task_kind == "stereo":
+        if config.dataset not in STEREO_DATASETS:
+            raise ConfigError(f"dataset {config.dataset!r} cannot train the stereo supernet "
+                              f"{config.supernet!r}; stereo datasets: {list(STEREO_DATASETS)}")
+        h, w = sconf.image_size(max(net.space.resolutions))  # type: ignore[attr-defined]
+        max_disparity = STEREO_SCENE_FRACTION * sconf.max_disparity  # type: ignore[attr-defined]
+        data = procedural_stereo(config.synthetic_size, h, w, max_disparity, config.seed)
+        return split_dataset(data, config.val_fraction, config.seed)
     data = load_dataset(
         config.dataset,
         image_size=max(net.space.resolutions),
@@ -276,6 +295,9 @@ def run_search(prepared: PreparedSearch, on_subnet: SubnetProgress | None = None
             for a, acc in zip(archs, accuracies, strict=True)
         ],
         "search": result.to_dict(),
+        # the largest sub-network, measured like the chosen one: the reference it is compared to
+        "largest": {"arch": archs[0].to_dict(), "val_accuracy": accuracies[0],
+                    "costs": {n: c.of(archs[0]) for n, c in prepared.problem.costs.items()}},
         "limits": dict(request.limits),
         "objective": request.objective,
     }

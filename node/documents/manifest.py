@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from node.documents.canonical import canonical_bytes, check_hash, keccak_hex
 from node.errors import SpecError
@@ -49,6 +57,10 @@ class ResultManifest(BaseModel):
     training_log_sha256: Hex32
     group: tuple[Address, ...]
     shares_wei: tuple[int, ...]
+    # the largest sub-network (the full supernet), measured like the chosen one: what the
+    # constraint cost in accuracy. Optional, and left out of the canonical JSON when absent,
+    # so manifests written before it existed keep their result root.
+    largest: ParetoPoint | None = None
 
     @model_validator(mode="after")
     def _group_and_shares(self) -> ResultManifest:
@@ -61,6 +73,13 @@ class ResultManifest(BaseModel):
         if len({a.lower() for a in self.group}) != len(self.group):
             raise ValueError("group members must be distinct")
         return self
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_largest(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("largest", 0) is None:
+            del data["largest"]
+        return data
 
     def canonical(self) -> bytes:
         return canonical_bytes(self)

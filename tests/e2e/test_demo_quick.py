@@ -80,6 +80,11 @@ def test_quick_demo_settles_and_leaves_nothing_running(tmp_path: Path) -> None:
     assert before["client"] - after["client"] >= 3 * 10**17
     assert all(after[m] > before[m] for m in ("miner0", "miner1"))
     assert set(summary["miner_urls"]) >= {summary["leader"]}
+    # the chosen network against the largest one, and where to watch the task
+    assert summary["flops"] < summary["largest_flops"]
+    assert 0.0 <= summary["largest_accuracy"] <= 1.0
+    assert summary["monitor_url"] == (f"{summary['miner_urls'][summary['leader']]}"
+                                      f"/?task={summary['task_id']}")
     # the miners trained on the URL part only; the client verified on the held-out rest
     # (disjoint by construction: the held-out fold i % 5 == 4 and all the other images)
     assert (summary["train_images"], summary["eval_images"]) == (1438, 359)

@@ -102,3 +102,17 @@ def test_manifest_root_is_keccak_of_canonical_and_checked() -> None:
 def test_manifest_refuses_inconsistent_groups_and_hashes(change: dict) -> None:
     with pytest.raises(ValueError):
         _manifest(**change)
+
+
+def test_manifest_largest_network_is_optional_and_keeps_old_roots() -> None:
+    plain = _manifest()
+    # a manifest written before the field existed hashes as it did: no "largest" key at all
+    assert b"largest" not in plain.canonical()
+    assert parse_manifest_checked(plain.canonical(), plain.result_root()).largest is None
+    largest = {"arch": {"depth": [4, 4]}, "score": 0.95, "flops": 5000, "params": 20}
+    full = _manifest(largest=largest)
+    assert full.result_root() != plain.result_root()
+    again = parse_manifest_checked(full.canonical(), full.result_root())
+    assert again.largest is not None and again.largest.flops == 5000
+    with pytest.raises(ValueError):
+        _manifest(largest={**largest, "flops": -1})
