@@ -7,9 +7,17 @@ PY     := $(VENV)/bin/python
 # The CPU build of torch; a GPU rig installs a CUDA build first (see README).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup test test-py test-contracts lint demo bench bench-long clean
+# The task monitor's chart library (npm: uplot), copied next to the page at setup and served
+# by the miner and the client from there: no CDN, nothing fetched at run time.
+MONITOR_VENDOR := node/monitor/static/vendor
+UPLOT          := node_modules/uplot
+# The browser of the monitor's browser tests: Debian's chromium, driven by Playwright (whose
+# own browser downloads are not used).
+CHROMIUM ?= /usr/bin/chromium
 
-setup: $(VENV)/.stamp node_modules/.stamp
+.PHONY: setup browser test test-py test-contracts lint demo bench bench-long clean
+
+setup: $(VENV)/.stamp node_modules/.stamp $(MONITOR_VENDOR)/.stamp
 
 $(VENV)/.stamp: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,11 +31,27 @@ node_modules/.stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
 
+$(MONITOR_VENDOR)/.stamp: node_modules/.stamp
+	mkdir -p $(MONITOR_VENDOR)
+	cp $(UPLOT)/dist/uPlot.esm.js $(UPLOT)/dist/uPlot.min.css $(MONITOR_VENDOR)/
+	cp $(UPLOT)/LICENSE $(MONITOR_VENDOR)/uPlot.LICENSE
+	touch $@
+
+# Installs chromium when it is missing (apt-get update only when the package is unknown);
+# without root or apt it says so and goes on: the browser tests then skip.
+browser:
+	@if [ -x "$(CHROMIUM)" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+		echo "note: $(CHROMIUM) is missing; install Debian's chromium as root for the browser tests"; \
+		exit 0; fi; \
+	apt-cache show chromium >/dev/null 2>&1 || apt-get update -q; \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
+
 test: setup
 	$(MAKE) test-contracts
 	$(MAKE) test-py
 
-test-py: setup
+test-py: setup browser
 	$(PY) -m pytest -q
 
 test-contracts: setup
@@ -53,4 +77,4 @@ bench-long: setup
 	@for b in $(BENCH_LONG); do echo "== bench/$$b.py"; $(PY) bench/$$b.py || exit 1; done
 
 clean:
-	rm -rf $(VENV) node_modules contracts/out contracts/cache
+	rm -rf $(VENV) node_modules contracts/out contracts/cache $(MONITOR_VENDOR)

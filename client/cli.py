@@ -1,4 +1,4 @@
-"""``manta``: the client's command line (submit, watch, fetch, verify, settle, withdraw).
+"""``manta``: the client's command line (submit, watch, monitor, fetch, verify, settle, withdraw).
 
 Every command parses its options, calls one function of the API object and renders the
 model it returns (rich for people, ``--json`` for machines). The API object is
@@ -274,6 +274,35 @@ def task_watch(
 
         info = asyncio.run(state.api.watch_task(state.config, task_id, show, poll))
     render.task_info(Console(), info)
+
+
+@task_app.command("monitor")
+def task_monitor(
+    ctx: typer.Context, task_id: TaskId,
+    host: Annotated[str, typer.Option(help="Address to serve the page on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: a free one).")] = 8790,
+    as_json: JsonOpt = False,
+) -> None:
+    """Serve the task's monitor page (the group's live training, timeline, result) until Ctrl-C."""
+    from client.monitor import serve_monitor
+
+    state = _state(ctx)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+
+        def ready(url: str) -> None:
+            if as_json:
+                typer.echo(json.dumps({"url": url, "task_id": task_id}))
+            else:
+                Console().print(f"monitor of task {task_id} at [bold]{url}[/] (Ctrl-C to stop)")
+            sys.stdout.flush()
+
+        await serve_monitor(state.config, task_id, host, port, stop, ready)
+
+    asyncio.run(run())
 
 
 @app.command("withdraw")

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from miner.daemon import jobspec
+from miner.daemon import crashpoints, jobspec
 from miner.daemon.jobspec import JobFile
 from miner.daemon.progress import append_progress
 
@@ -153,25 +153,37 @@ def _train(job: JobFile, key: str, job_dir: Path, progress: Path) -> None:
         trainer.gradient_hook = gradient_hook
 
     traffic = {"rounds": 0, "bytes": 0}
+    missed: dict[str, int] = {}  # rounds each peer was in but did not contribute to
+
+    def subnet_name(index: int) -> str:
+        """The sandwich rule trains the largest, then the smallest, then random ones."""
+        if config.sandwich and index < 2:
+            return ("max", "min")[index]
+        return f"random-{index - 1 if config.sandwich else index + 1}"
 
     def on_progress(report: StepReport) -> None:
         update: dict[str, Any] = {
             "phase": "training", "epoch": report.epoch, "step": report.global_step,
             "total_steps": report.total_steps, "train_phase": report.phase,
-            "subnets": [{"name": f"subnet{i}", "loss": loss, "accuracy": acc}
+            "subnets": [{"name": subnet_name(i), "loss": loss, "accuracy": acc}
                         for i, (loss, acc) in enumerate(zip(report.losses, report.accuracies,
                                                             strict=True))],
             "samples_per_s": report.samples_per_s, "peers": list(job.group),
             "time_s": time.time()}
         if exchange is not None:
             reports = exchange.cross.exchange.reports
-            traffic["bytes"] += sum(r.bytes_sent for r in reports[traffic["rounds"]:])
+            for r in reports[traffic["rounds"]:]:
+                traffic["bytes"] += r.bytes_sent
+                for peer in r.peers:
+                    missed[peer] = missed.get(peer, 0) + (peer not in r.contributed)
             traffic["rounds"] = len(reports)
             update["exchange_rounds"] = traffic["rounds"]
             update["grad_bytes_sent"] = traffic["bytes"]
+            update["dropped_rounds"] = dict(missed)
             if reports:
                 update["peers"] = list(reports[-1].contributed)
         append_progress(progress, update)
+        crashpoints.crash_point("runner.training", os.getppid())  # chaos tests kill the daemon
 
     try:
         summary = run_training(prepared, on_progress)
@@ -196,6 +208,7 @@ def _search(job: JobFile, job_dir: Path, progress: Path) -> None:
         def on_subnet(done: int, total: int) -> None:
             append_progress(progress, {"phase": "searching", "subnets_measured": done,
                                        "subnets_total": total, "time_s": time.time()})
+            crashpoints.crash_point("runner.searching", os.getppid())
 
         summary = run_search(prepared, on_subnet)
         append_progress(progress, {"phase": "exporting", "val_accuracy": summary.val_accuracy,
@@ -222,6 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("usage: python -m miner.daemon.jobrunner JOB_DIR  (key on stdin)", file=sys.stderr)
         return 2
     job_dir = Path(args[0])
+    crashpoints.arm(crashpoints.CrashPlan.from_environ(os.environ,
+                                                    job_dir.resolve().parent.parent))
     key = sys.stdin.readline().strip()
     if not key:
         print("no key on stdin", file=sys.stderr)

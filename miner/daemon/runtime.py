@@ -17,9 +17,11 @@ import aiohttp
 from aiohttp import web
 from eth_account.signers.local import LocalAccount
 
+from miner.daemon import crashpoints
 from miner.daemon.artifacts import ArtifactStore
 from miner.daemon.daemon import DaemonDeps, MinerDaemon, run_until_stopped
 from miner.daemon.metrics import MinerMetrics
+from miner.daemon.monitor import MinerMonitor
 from miner.daemon.peers import PeerClient
 from miner.daemon.progress import ProgressHub
 from miner.daemon.result import make_signer
@@ -32,9 +34,11 @@ from node.chain.market import TaskMarket
 from node.chain.models import ZERO_ADDRESS, Deployment
 from node.chain.rpc import RpcConfig, RpcPool
 from node.chain.sender import SenderConfig, TxSender
+from node.config import environment
 from node.errors import ConfigError
 from node.identity import keystore
 from node.identity.passwords import PasswordSource
+from node.monitor.timeline import TimelineReader
 
 logger = logging.getLogger(__name__)
 
@@ -173,7 +177,9 @@ async def open_miner(settings: MinerSettings, account: LocalAccount,
             hub = ProgressHub(settings.http.sse_queue_size, metrics)
             server = ServerDeps(store, artifacts, hub, metrics, conn.address,
                                 conn.rpc.chain_id, settings.http.sse_keepalive_s)
-            runner = await serve(settings, server, subapps, routes)
+            monitor = MinerMonitor(paths.progress_file, TimelineReader(
+                conn.market, conn.rpc, conn.deployment.start_block))
+            runner = await serve(settings, server, subapps, [*routes, *monitor.routes()])
             try:
                 endpoint = settings.http.endpoint()
                 await register_endpoint(conn, endpoint)
@@ -196,7 +202,9 @@ async def run_miner(settings: MinerSettings, account: LocalAccount, stop: asynci
     """``manta-miner run``: HTTP server + event loop until ``stop`` is set.
 
     Without ``on_group_formed``, formed groups train for real
-    (:func:`miner.daemon.job.run_job_miner`: training subprocess, search, result)."""
+    (:func:`miner.daemon.job.run_job_miner`: training subprocess, search, result).
+    ``MANTA_CRASH_*`` in the environment arms a crash point (:mod:`crashpoints`; chaos tests)."""
+    crashpoints.arm(crashpoints.CrashPlan.from_environ(environment(), settings.data_dir))
     if on_group_formed is None:
         from miner.daemon.job import run_job_miner  # job imports this module
 

@@ -47,8 +47,10 @@ HTTP API (all paths relative to the miner's endpoint, as registered on chain)
     Prometheus text exposition 0.0.4; names ``manta_miner_<what>_<unit>``.
 
 Extension hook: :func:`create_app` takes ``subapps`` (prefix → application, e.g. the
-transport's gradient exchange under ``/exchange``), extra ``routes`` and extra
-``cleanup_ctx`` generators (background tasks owned by the app).
+transport's gradient exchange under ``/exchange``), extra ``routes`` (e.g. the monitor page
+and its data, :mod:`miner.daemon.monitor`) and extra ``cleanup_ctx`` generators
+(background tasks owned by the app). On shutdown every live stream gets its ``end`` first,
+so an open page never holds a stopping daemon up.
 """
 
 from __future__ import annotations
@@ -231,9 +233,9 @@ async def count_requests(request: web.Request, handler: Handler) -> web.StreamRe
     return response
 
 
-async def _end_streams(app: web.Application) -> AsyncIterator[None]:
-    """On shutdown, end every live stream so SSE handlers return promptly."""
-    yield
+async def _end_streams(app: web.Application) -> None:
+    """``on_shutdown`` (before aiohttp waits for the handlers to finish): end every live
+    stream, so SSE handlers return and a stop is not held up by an open page."""
     hub = app[DEPS].hub
     for task_id in hub.tasks():
         hub.end(task_id)
@@ -260,7 +262,7 @@ def create_app(
     ])
     app.add_routes(list(routes))
     app.on_response_prepare.append(_count_artifact_bytes)
-    app.cleanup_ctx.append(_end_streams)
+    app.on_shutdown.append(_end_streams)
     app.cleanup_ctx.extend(cleanup_ctx)
     for prefix, subapp in (subapps or {}).items():
         app.add_subapp(prefix, subapp)

@@ -1,0 +1,50 @@
+"""The timeline reader on anvil: a posted task, then claimed (one slot: it starts), read
+from the chain's logs in small block ranges, with block times; an unknown task is the
+contract's named error; a repeated read within the interval is answered again."""
+
+from __future__ import annotations
+
+import pytest
+
+from node.chain.errors import ContractRevert
+from node.chain.market import TaskMarket
+from node.chain.models import TaskParams
+from node.devnet import Devnet
+from node.monitor.timeline import TimelineReader
+
+pytestmark = [pytest.mark.anvil, pytest.mark.timeout(60),
+              pytest.mark.asyncio(loop_scope="module")]
+
+
+async def test_timeline_from_the_chain(devnet: Devnet) -> None:
+    client = await TaskMarket.create(devnet.rpc, devnet.deployment.task_market,
+                                     await devnet.sender(0))
+    miner = client.with_sender(await devnet.sender(1))
+    start = int(await devnet.rpc.request("eth_blockNumber"), 16)
+    posted = await client.post_task(TaskParams(
+        reward_wei=10**16, bond_wei=10**14, slots=1, claim_window_s=600, work_window_s=3600,
+        review_window_s=600, arbitration_window_s=60, arbiter=devnet.accounts[9].address,
+        spec_hash="0x" + "51" * 32, validation_hash="0x" + "52" * 32), "file:///spec.json")
+    task_id = posted.task_id
+    reader = TimelineReader(client, devnet.rpc, start, max_range_blocks=2, min_interval_s=0.0)
+    opened = await reader.read(task_id)
+    block = await devnet.rpc.get_block(posted.receipt.block_number)
+    assert opened.state == "OPEN" and opened.current == "posted"
+    assert [e.name for e in opened.events] == ["posted"]
+    assert opened.events[0].time_s == int(block["timestamp"])
+    assert opened.stages[1].deadline_s == (await client.get_task(task_id)).claim_deadline
+
+    if not await miner.endpoint_of(devnet.accounts[1].address):
+        await miner.register("http://127.0.0.1:1")
+    await miner.claim(task_id)
+    running = await reader.read(task_id)
+    assert running.state == "RUNNING" and running.current == "running"
+    assert [e.name for e in running.events] == ["posted", "claimed", "started"]
+    assert [(m.slot, m.address) for m in running.members] == [(0, devnet.accounts[1].address)]
+    assert running.stages[3].deadline_s == (await client.get_task(task_id)).work_deadline > 0
+
+    with pytest.raises(ContractRevert):
+        await reader.read(task_id + 100)
+    cached = TimelineReader(client, devnet.rpc, start, min_interval_s=60.0)
+    first = await cached.read(task_id)
+    assert await cached.read(task_id) is first
