@@ -25,6 +25,8 @@ Modules (pure ones first, I/O at the edges):
 - ``jobrunner`` the training subprocess (``python -m miner.daemon.jobrunner DIR``): key on
                 stdin, training with gradient exchange, the leader's search and export
 - ``runtime``   wiring from settings: account, chain connection, HTTP server, daemon
+- ``crashpoints`` named SIGKILL points for the chaos tests (``MANTA_CRASH_AT``); a no-op
+                unless an entry point armed one
 - ``cli``       the ``manta-miner`` sub-commands (``init``, ``register``, ``status``,
                 ``withdraw``, ``run``) as a Typer app
 

@@ -13,6 +13,8 @@ reorg removals). Per event:
   ``on_group_formed`` hook runs (training is wired there by the lead). A task whose claim
   window ended with free slots starts without an event; :meth:`poll` finds those.
 - ``ResultSubmitted`` / ``TaskSettled`` / ``TaskExpired`` / ``TaskCancelled``: phases.
+- ``TaskDisputed`` of our result: logged; the task stays ``submitted`` (artifacts served)
+  until the arbiter rules (``TaskSettled``) or stays silent (finalize, :mod:`settle`).
 
 **Restart after ``kill -9``.** :meth:`MinerDaemon.start` first reconciles every open intent
 with the chain (:func:`store.reconcile`): effect visible → mined; own transaction still in
@@ -20,7 +22,10 @@ the mempool → wait for it; neither → abandoned, and a claim is retried only 
 still OPEN with time left. Only then does the indexer resume from its cursor. So no
 transaction is sent twice for the same (purpose, task). A send whose outcome is unknown
 (receipt timeout, RPC down) leaves its record open; the periodic :meth:`poll` reconciles
-it the same way. Handlers and the poll hold one lock, so they never interleave.
+it the same way; a transaction still pending after the wait keeps its record open (a second
+one would queue behind it and revert). Handlers and the poll hold one lock, so they never
+interleave. A published result or a settlement wakes the poll at once (``wake``), so the
+submit and the withdrawal do not wait for the next period.
 
 Handlers run inline on the indexer's task (a claim waits for its receipt before the next
 event is read): simple and ordered; the claim latency is one block plus the spec fetch.
@@ -29,13 +34,13 @@ event is read): simple and ordered; the claim latency is one block plus the spec
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 from miner.daemon import policy
+from miner.daemon.crashpoints import crash_point
 from miner.daemon.errors import DaemonError
 from miner.daemon.metrics import MinerMetrics
 from miner.daemon.settings import MinerSettings
@@ -56,6 +61,7 @@ from node.chain.models import (
     ResultSubmitted,
     TaskCancelled,
     TaskClaimed,
+    TaskDisputed,
     TaskExpired,
     TaskPosted,
     TaskSettled,
@@ -109,6 +115,9 @@ class MinerDaemon:
         self._lock = asyncio.Lock()
         self.flow = (ResultFlow(deps.result, deps.market, deps.store, self.send_once)
                      if deps.result is not None else None)
+        # Set when a result step can run now (a result was published, a task settled), so the
+        # run loop polls at once instead of at its next period.
+        self.wake = asyncio.Event()
 
     # ---- plumbing ------------------------------------------------------------------------
 
@@ -137,6 +146,7 @@ class MinerDaemon:
             logger.info("not resending purpose=%s task=%d status=%s", purpose, task_id,
                         record.status.value)
             return None
+        crash_point(f"{purpose}.before_send")
         try:
             receipt = await send()
         except (TxTimeout, RpcError):
@@ -146,6 +156,7 @@ class MinerDaemon:
             await self._db(self._d.store.mark_failed, record.tx_id, str(exc)[:500])
             self._d.metrics.txs.inc(purpose=purpose, outcome="failed")
             raise
+        crash_point(f"{purpose}.before_record")
         tx_hash = "0x" + receipt.tx_hash.hex()
         await self._db(self._d.store.mark_mined, record.tx_id, tx_hash, receipt.block_number)
         self._d.metrics.txs.inc(purpose=purpose, outcome="mined")
@@ -178,28 +189,36 @@ class MinerDaemon:
 
     # ---- recovery ---------------------------------------------------------------------------
 
-    async def recover(self) -> None:
-        """Reconcile every open intent with the chain (run before the indexer resumes)."""
+    async def recover(self, wait_s: float | None = None) -> None:
+        """Reconcile every open intent with the chain (run before the indexer resumes).
+
+        An own transaction still in the mempool is waited for up to ``wait_s`` (default
+        ``pending_wait_s``); if it is still there, the intent stays open for the next call:
+        a second transaction behind it would only be mined after it, and revert.
+        """
+        wait_s = self._d.pending_wait_s if wait_s is None else wait_s
         for record in await self._db(self._d.store.open_txs):
             if record.purpose == "claim":
-                await self._recover_claim(record)
+                await self._recover_claim(record, wait_s)
             elif self.flow is not None:
                 resolution = await self.flow.recover(record, await self._own_tx_pending())
                 if resolution is Resolution.WAIT:
-                    await self._wait_mempool()
-                    resolution = await self.flow.recover(record, False)
+                    pending = await self._wait_mempool(record, wait_s)
+                    resolution = await self.flow.recover(record, pending)
                 logger.info("reconciled intent purpose=%s task=%d resolution=%s",
                             record.purpose, record.task_id, resolution.value)
 
-    async def _recover_claim(self, record: TxRecord) -> None:
+    async def _recover_claim(self, record: TxRecord, wait_s: float) -> None:
         store, task_id = self._d.store, record.task_id
         resolution = reconcile(record, await self._claim_done(task_id),
                                await self._own_tx_pending())
         if resolution is Resolution.WAIT:
-            await self._wait_mempool()
-            resolution = reconcile(record, await self._claim_done(task_id), False)
+            pending = await self._wait_mempool(record, wait_s)
+            resolution = reconcile(record, await self._claim_done(task_id), pending)
         logger.info("reconciled intent purpose=claim task=%d resolution=%s", task_id,
                     resolution.value)
+        if resolution is Resolution.WAIT:
+            return  # still in the mempool: the next poll looks again
         if resolution is Resolution.DONE:
             await self._db(store.mark_mined, record.tx_id, None, None)
             await self._db(store.set_phase, task_id, TaskPhase.CLAIMED, "recovered")
@@ -212,11 +231,21 @@ class MinerDaemon:
             await self._db(store.set_phase, task_id, TaskPhase.FAILED,
                            f"claim not mined; task is {view.state.name}")
 
-    async def _wait_mempool(self) -> None:
+    async def _wait_mempool(self, record: TxRecord, wait_s: float) -> bool:
+        """Wait up to ``wait_s`` for this account's pending transactions; True if some are
+        still pending."""
+        if wait_s > 0:
+            logger.info("own transaction pending; waiting for it purpose=%s task=%d",
+                        record.purpose, record.task_id)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._d.pending_wait_s
-        while await self._own_tx_pending() and loop.time() < deadline:
+        deadline = loop.time() + wait_s
+        while await self._own_tx_pending():
+            if loop.time() >= deadline:
+                logger.warning("own transaction still pending; intent left open purpose=%s "
+                               "task=%d waited_s=%.0f", record.purpose, record.task_id, wait_s)
+                return True
             await asyncio.sleep(self._d.settings.indexer.poll_interval_s)
+        return False
 
     # ---- events -----------------------------------------------------------------------------
 
@@ -253,6 +282,16 @@ class MinerDaemon:
             await self._advance(event.task_id, phase, "" if event.miners_paid else "lost")
         elif isinstance(event, TaskExpired | TaskCancelled):
             await self._advance(event.task_id, TaskPhase.FAILED, type(event).__name__)
+        elif isinstance(event, TaskDisputed):
+            await self._on_disputed(event)
+
+    async def _on_disputed(self, event: TaskDisputed) -> None:
+        """Log a dispute of our result; the artifacts stay served (the arbiter may fetch
+        them), and TaskSettled or a finalize after a silent arbiter ends the task."""
+        record = await self._db(self._d.store.task, event.task_id)
+        if record is not None and record.phase is TaskPhase.SUBMITTED:
+            logger.warning("result disputed task=%d arbitration_deadline=%d artifacts=served",
+                           event.task_id, event.arbitration_deadline)
 
     async def on_posted(self, event: TaskPosted) -> None:
         store, d = self._d.store, self._d
@@ -264,13 +303,16 @@ class MinerDaemon:
         active = await self._db(store.active_count)
         verdict = policy.precheck(event, d.settings.policy, d.settings.capacity, active, now)
         if verdict is None:
-            spec, error = None, None
+            spec, error, floors = None, None, None
             try:
                 spec = await d.fetch_spec(event)
+                if spec.kind == "classification" and spec.kind in d.settings.policy.kinds:
+                    # the engine's exact cost model (imports torch once): off the loop
+                    floors = await asyncio.to_thread(policy.cost_floors, spec)
             except MantaError as exc:
-                error = str(exc)
+                spec, error = None, str(exc)
             verdict = policy.decide(event, spec, error, d.settings.policy, d.settings.capacity,
-                                    active, await self.chain_now())
+                                    active, await self.chain_now(), floors)
         d.metrics.decisions.inc(verdict="claim" if verdict.claim else "refuse")
         logger.info("claim decision task=%d claim=%s reason=%s", event.task_id, verdict.claim,
                     verdict.reason)
@@ -299,6 +341,7 @@ class MinerDaemon:
         formed = await self._db(store.set_phase, task_id, TaskPhase.FORMED, "")
         logger.info("group formed task=%d role=%s members=%d", task_id, formed.role,
                     len(members))
+        crash_point("group.formed")
         if self._d.on_group_formed is not None:
             await self._d.on_group_formed(formed)
 
@@ -306,7 +349,7 @@ class MinerDaemon:
         """Periodic work: reconcile intents left open (timeouts), and form the groups of
         claimed tasks that started without an event (claim window over, slots left)."""
         async with self._lock:
-            await self.recover()
+            await self.recover(wait_s=0.0)  # a transaction still pending is looked at next time
             for record in await self._db(self._d.store.tasks, [TaskPhase.CLAIMED]):
                 if await self._d.market.state_of(record.task_id) is TaskState.RUNNING:
                     await self.form_group(record.task_id)
@@ -326,7 +369,9 @@ class MinerDaemon:
         if self.flow is None:
             raise DaemonError("the daemon was built without result dependencies")
         async with self._lock:
-            return await self.flow.publish(task_id, manifest)
+            root = await self.flow.publish(task_id, manifest)
+        self.wake.set()  # collect the signatures and submit now
+        return root
 
     async def _advance(self, task_id: int, phase: TaskPhase, reason: str = "") -> None:
         record = await self._db(self._d.store.task, task_id)
@@ -335,7 +380,10 @@ class MinerDaemon:
         if record.phase is phase or record.phase in (TaskPhase.WITHDRAWN, TaskPhase.FAILED):
             return
         await self._db(self._d.store.set_phase, task_id, phase, reason)
+        logger.info("task phase task=%d phase=%s reason=%s", task_id, phase.value, reason)
         await self._update_active()
+        if phase is TaskPhase.SETTLED:
+            self.wake.set()  # withdraw now
 
     async def _update_active(self) -> None:
         self._d.metrics.tasks_active.set(await self._db(self._d.store.active_count))
@@ -385,7 +433,18 @@ async def run_until_stopped(daemon: MinerDaemon, stop: asyncio.Event,
                 await daemon.poll()
             except ChainError as exc:
                 logger.warning("periodic poll failed error=%s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), started_poll_s)
+            await _idle(daemon.wake, stop, started_poll_s)
     finally:
         await daemon.shutdown()
+
+
+async def _idle(wake: asyncio.Event, stop: asyncio.Event, timeout_s: float) -> None:
+    """Until ``wake`` or ``stop`` is set, or ``timeout_s`` passed; clears ``wake``."""
+    waiters = {asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())}
+    try:
+        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+    wake.clear()

@@ -40,7 +40,7 @@ from aiohttp import web
 from eth_account.signers.local import LocalAccount
 
 import miner
-from miner.daemon import jobspec
+from miner.daemon import crashpoints, jobspec
 from miner.daemon.jobspec import JobFile
 from miner.daemon.progress import ProgressTailer
 from miner.daemon.result import equal_shares
@@ -82,7 +82,18 @@ def build_manifest(job: JobFile, job_dir: Path, spec_hash: str, reward_wei: int,
                         flops=int(chosen["costs"]["flops"]),
                         params=int(chosen["costs"].get("params", 0))),
         pareto_front=front, training_log_sha256="0x" + log_sha256, group=job.group,
-        shares_wei=equal_shares(reward_wei, len(job.group)))
+        shares_wei=equal_shares(reward_wei, len(job.group)), largest=_largest(summary))
+
+
+def _largest(summary: dict[str, Any]) -> ParetoPoint | None:
+    """The search summary's largest sub-network (None from a runner that did not write it)."""
+    largest = summary.get("largest")
+    if largest is None:
+        return None
+    costs = largest["costs"]
+    return ParetoPoint(arch=largest["arch"], score=float(largest["val_accuracy"]),
+                       flops=int(costs["flops"]),
+                       params=int(costs["params"]) if "params" in costs else None)
 
 
 class JobSupervisor:
@@ -162,6 +173,9 @@ class JobSupervisor:
         root = str(Path(miner.__file__).resolve().parents[1])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
+        plan = crashpoints.armed()
+        if plan is not None:  # the runner's crash points share the daemon's marker
+            env.update(plan.child_environ())
         log = (job_dir / jobspec.LOG_FILE).open("ab")
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -172,6 +186,7 @@ class JobSupervisor:
         assert proc.stdin is not None
         proc.stdin.write(f"{self._key}\n".encode())
         await proc.stdin.drain()
+        crashpoints.crash_point("job.spawned")
         self._procs[job.task_id] = proc
         logger.info("training started task=%d slot=%d members=%d pid=%d", job.task_id,
                     job.slot, len(job.group), proc.pid)
@@ -184,7 +199,7 @@ class JobSupervisor:
                                 job.task_id, services.hub)
         tail = asyncio.create_task(tailer.run())
         try:
-            rc = await proc.wait()
+            rc = await self._wait_or_stop(services, job.task_id, proc)
             await tailer.poll_once()
         finally:
             tail.cancel()
@@ -209,6 +224,25 @@ class JobSupervisor:
             await asyncio.to_thread(services.store.set_phase, job.task_id, TaskPhase.FAILED,
                                     f"training failed {restarts + 1} times (rc={rc})")
 
+    async def _wait_or_stop(self, services: MinerServices, task_id: int,
+                            proc: asyncio.subprocess.Process, every_s: float = 1.0) -> int:
+        """The runner's exit status. A task that failed while it trains (expired, cancelled
+        or lost on chain) has nothing left to earn: its runner is stopped (stdin closed)."""
+        exited = asyncio.ensure_future(proc.wait())
+        try:
+            while not (await asyncio.wait({exited}, timeout=every_s))[0]:
+                record = await asyncio.to_thread(services.store.task, task_id)
+                if record is not None and record.phase is TaskPhase.FAILED:
+                    logger.warning("training stopped task=%d reason=%s", task_id,
+                                   record.reason)
+                    if proc.stdin is not None:
+                        proc.stdin.close()
+                    if not (await asyncio.wait({exited}, timeout=10.0))[0]:
+                        proc.kill()
+            return await exited
+        finally:
+            exited.cancel()
+
     async def publish(self, services: MinerServices, job: JobFile) -> str:
         """Store the artifacts and publish the manifest of a finished leader job."""
         job_dir = self._paths.task_dir(job.task_id)
@@ -225,6 +259,7 @@ class JobSupervisor:
             if path.exists():
                 digest = await asyncio.to_thread(_sha256_file, path)
                 await asyncio.to_thread(artifacts.put_file, path, digest, job.task_id)
+        crashpoints.crash_point("result.before_sign")
         root = await services.daemon.publish_result(job.task_id, manifest)
         self.published[job.task_id] = root
         logger.info("result published task=%d root=%s accuracy=%.4f flops=%d", job.task_id,

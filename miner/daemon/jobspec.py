@@ -16,6 +16,7 @@ sub-networks per step, as the data-parallel scheme requires).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -78,7 +79,6 @@ def train_config(spec: TaskSpec, dataset_path: Path | str | None = None,
         dataset = str(dataset_path)
     else:
         raise ConfigError("the spec names its dataset by URL but no local copy was given")
-    space = spec.search_space
     training = spec.training
     phases = tuple(
         PhaseConfig(name=p.name, epochs=float(p.epochs), lr=p.lr,
@@ -86,12 +86,7 @@ def train_config(spec: TaskSpec, dataset_path: Path | str | None = None,
         for p in training.phases)
     return TrainConfig(
         supernet=training.supernet,
-        overrides={"space": {
-            "kernel_sizes": list(space.kernel_sizes),
-            "expand_ratios": list(space.expand_ratios),
-            "depths": list(space.depths),
-            "resolutions": list(space.resolutions),
-        }},
+        overrides=supernet_overrides(spec),
         dataset=dataset,
         val_fraction=spec.dataset.val_fraction,
         batch_size=training.batch_size,
@@ -102,6 +97,17 @@ def train_config(spec: TaskSpec, dataset_path: Path | str | None = None,
         label_smoothing=training.label_smoothing,
         checkpoint_every_steps=checkpoint_every_steps,
     )
+
+
+def supernet_overrides(spec: TaskSpec) -> dict[str, Any]:
+    """The registry overrides that make ``spec.training.supernet`` the spec's search space."""
+    space = spec.search_space
+    return {"space": {
+        "kernel_sizes": list(space.kernel_sizes),
+        "expand_ratios": list(space.expand_ratios),
+        "depths": list(space.depths),
+        "resolutions": list(space.resolutions),
+    }}
 
 
 def search_limits(spec: TaskSpec) -> dict[str, float]:

@@ -13,13 +13,21 @@ Estimates (documented, deliberately simple; the operator calibrates ``units_per_
 - *time* = units / ``units_per_hour`` (× ``time_margin`` when compared with the window);
 - *memory* = 0.5 GiB + batch × (max resolution/224)² × 0.03 GiB (activations of a
   mobile supernet at its largest setting, plus weights and workspace).
+
+Feasibility is exact, not estimated: :func:`cost_floors` gives the cost of the cheapest
+sub-network of the spec's search space under the training engine's own cost model (the
+additive FLOPs and parameter tables the search uses), and a constraint below it can never be
+met: claiming would only forfeit the bond. A latency limit is refused too (this miner's job
+runner has no device latency tables).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from miner.daemon import jobspec
 from miner.daemon.settings import CapacitySettings, PolicySettings
 from node.chain.models import ZERO_ADDRESS, TaskPosted
 from node.documents.spec import TaskSpec
@@ -60,6 +68,41 @@ def memory_gib(spec: TaskSpec) -> float:
 def estimated_time_s(units: float, capacity: CapacitySettings) -> float:
     """Wall time of ``units`` on this rig (``units_per_hour`` is the measured rate)."""
     return units / capacity.units_per_hour * 3600.0
+
+
+def cost_floors(spec: TaskSpec) -> dict[str, float]:
+    """The cheapest sub-network of ``spec``'s search space per limited cost: ``flops``
+    (multiply-accumulates) and ``params``, exact, from the engine's additive cost tables.
+
+    Only for ``classification`` specs (the kind the job runner trains). Imports the AutoML
+    engine (torch) on first use, so the daemon calls it off its event loop. An unknown
+    supernet or a space it cannot take raises :class:`~miner.automl.errors.AutoMLError`.
+    """
+    from miner.automl.efficiency import flops_table, params_table
+    from miner.automl.registry import supernet_config
+    from miner.automl.search import cheapest
+
+    config = supernet_config(spec.training.supernet, **jobspec.supernet_overrides(spec))
+    return {"flops": cheapest(flops_table(config))[0],
+            "params": cheapest(params_table(config))[0]}
+
+
+def infeasible(spec: TaskSpec, floors: Mapping[str, float] | None) -> str | None:
+    """Why ``spec``'s constraint cannot be met by any sub-network, or None.
+
+    ``floors`` is :func:`cost_floors` of the spec (None: not computed, only the latency
+    check applies).
+    """
+    constraint = spec.constraint
+    if constraint.max_latency_ms is not None:
+        return (f"constraint_unsupported: max_latency_ms on {constraint.device_profile!r} "
+                "needs a latency table this miner does not have")
+    for name, limit in (("flops", constraint.max_flops), ("params", constraint.max_params)):
+        floor = (floors or {}).get(name)
+        if limit is not None and floor is not None and floor > limit:
+            return (f"constraint_infeasible: max_{name} {limit} is below the cheapest "
+                    f"sub-network of the search space ({floor:.0f})")
+    return None
 
 
 def _refuse(reason: str, units: float = 0.0, time_s: float = 0.0) -> Decision:
@@ -103,12 +146,14 @@ def decide(
     capacity: CapacitySettings,
     active_tasks: int,
     now: int,
+    floors: Mapping[str, float] | None = None,
 ) -> Decision:
     """Claim ``task`` or not (see the module docstring for the estimates).
 
     ``spec`` is the spec fetched from ``task.spec_uri`` and hash-checked by the caller (and
     checked again here against ``task.spec_hash``); ``spec_error`` says why there is none
     (unreachable, spec hash mismatch, dataset hash mismatch…). ``now`` is chain time in s.
+    ``floors`` is :func:`cost_floors` of ``spec``, computed by the caller off its event loop.
     """
     early = _check_event(task, policy, capacity, active_tasks, now)
     if early is not None:
@@ -120,6 +165,9 @@ def decide(
         return _refuse(f"spec_hash_mismatch: chain 0x{task.spec_hash.hex()}, spec 0x{actual}")
     if spec.kind not in policy.kinds:
         return _refuse(f"kind_not_served: {spec.kind} (serving {', '.join(policy.kinds)})")
+    problem = infeasible(spec, floors)
+    if problem is not None:
+        return _refuse(problem)
     units = compute_units(spec)
     time_s = estimated_time_s(units, capacity)
     need_gib = memory_gib(spec)

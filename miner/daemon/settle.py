@@ -13,7 +13,8 @@ task per poll, each step idempotent:
   appears, check it (task, spec hash, group and order, shares = reward), download the
   weights and architecture artifacts (hash-checked, so this member serves them too), sign;
   phase ``signing``. ``ResultSubmitted`` then moves it to ``submitted``.
-- **everyone** — ``submitted`` past the review deadline with a silent client: finalize
+- **everyone** — ``submitted`` past the review deadline with a silent client (or, once
+  disputed, past the arbitration deadline with a silent arbiter): finalize
   (intent ``finalize``; a revert because someone else did it first costs nothing). After
   ``TaskSettled``: withdraw the credit in the task's token (intent ``withdraw``); phase
   ``withdrawn``.
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from miner.daemon.artifacts import ArtifactStore
+from miner.daemon.crashpoints import crash_point
 from miner.daemon.errors import DaemonError
 from miner.daemon.peers import PeerClient, PeerError
 from miner.daemon.result import ResultSigner, check_manifest, check_signature
@@ -107,6 +109,7 @@ class ResultFlow:
         await self._db(self._store.add_signature, record.task_id, root, self.address, signature)
         await self._db(self._store.set_phase, record.task_id, TaskPhase.SIGNING, "")
         logger.info("result signed task=%d role=%s root=%s", record.task_id, record.role, root)
+        crash_point("result.signed")
         return root
 
     async def _collect_and_submit(self, record: TaskRecord, view: TaskView, now: int) -> None:
@@ -145,6 +148,7 @@ class ResultFlow:
             task_id, root, uri, manifest.shares_wei, ordered))
         if receipt is not None:
             await self._db(self._store.set_phase, task_id, TaskPhase.SUBMITTED, "")
+            crash_point("result.submitted")
 
     # ---- member ------------------------------------------------------------------------------
 
@@ -174,7 +178,8 @@ class ResultFlow:
     async def _finalize(self, record: TaskRecord, view: TaskView, now: int) -> None:
         if view.state is TaskState.SETTLED:
             await self._db(self._store.set_phase, record.task_id, TaskPhase.SETTLED, "")
-        elif view.state is TaskState.SUBMITTED and now > view.settle_deadline:
+        elif view.state in (TaskState.SUBMITTED, TaskState.DISPUTED) \
+                and now > view.settle_deadline:  # a silent client, or a silent arbiter
             try:
                 await self._send_once("finalize", record.task_id,
                                       lambda: self._market.finalize(record.task_id))

@@ -59,7 +59,7 @@ def tiny_spec(kind: str = "classification") -> TaskSpec:
     return TaskSpec(
         kind=kind, dataset=DatasetRef(name="digits" if kind == "classification"
                                       else "procedural-stereo"),
-        search_space=SearchSpaceSpec(resolutions=(32,)), constraint=Constraint(max_flops=10**6),
+        search_space=SearchSpaceSpec(resolutions=(32,)), constraint=Constraint(max_flops=10**7),
         objective="max_accuracy" if kind == "classification" else "min_epe",
     )
 
@@ -93,7 +93,8 @@ def settings_for(data_dir: Path, **overrides: Any) -> MinerSettings:
 
 
 async def start_daemon(chain: Chain, data_dir: Path, start_block: int,
-                       settings: MinerSettings | None = None) -> Running:
+                       settings: MinerSettings | None = None,
+                       pending_wait_s: float = 5.0) -> Running:
     store = StateStore.open(data_dir / "state.sqlite")
     formed: list[TaskRecord] = []
 
@@ -103,7 +104,7 @@ async def start_daemon(chain: Chain, data_dir: Path, start_block: int,
     deps = DaemonDeps(rpc=chain.devnet.rpc, market=chain.miner, store=store,
                       settings=settings or settings_for(data_dir), fetch_spec=fetch_spec,
                       metrics=MinerMetrics(), start_block=start_block, on_group_formed=hook,
-                      pending_wait_s=5.0)
+                      pending_wait_s=pending_wait_s)
     daemon = MinerDaemon(deps)
     await daemon.start()
     return Running(daemon, store, formed)
@@ -184,20 +185,65 @@ async def test_crash_after_send_is_not_resent(chain: Chain, tmp_path: Path) -> N
     await stop_daemon(running)
 
 
-async def test_refusals_spend_nothing(chain: Chain, tmp_path: Path) -> None:
+async def test_claim_still_pending_after_the_wait_is_not_resent(chain: Chain,
+                                                                tmp_path: Path) -> None:
+    """The claim a killed daemon sent is still in the mempool when the restarted daemon has
+    waited for it: the intent stays open (no second claim behind it) until it is mined."""
+    task_id, block = await chain.post()
+    with StateStore.open(tmp_path / "state.sqlite") as store:
+        store.record_task(task_id, "0x", TaskPhase.SEEN)
+        store.set_phase(task_id, TaskPhase.CLAIMING)
+        store.begin_tx("claim", task_id)
+    rpc, address = chain.devnet.rpc, chain.miner.sender.address
+    dead = await TaskMarket.create(rpc, chain.miner.address, await chain.devnet.sender(MINER))
+    await rpc.request("evm_setAutomine", [False])
+    try:
+        sent = asyncio.create_task(dead.claim(task_id))  # the killed daemon's claim
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while await rpc.get_nonce(address, "pending") == await nonce(chain):
+            assert loop.time() < deadline and not sent.done()
+            await asyncio.sleep(0.02)
+        running = await start_daemon(chain, tmp_path, block, pending_wait_s=0.3)
+        await running.daemon.poll()
+        assert [c.status for c in running.store.claims()] == [TxStatus.INTENT]
+        assert await rpc.get_nonce(address, "pending") == await nonce(chain) + 1  # one claim
+        assert phase(running.store, task_id) is TaskPhase.CLAIMING
+    finally:
+        await rpc.request("evm_setAutomine", [True])
+        await rpc.request("evm_mine", [])
+    await sent
+    await running.daemon.poll()
+    await until(lambda: phase(running.store, task_id) is TaskPhase.FORMED, store=running.store)
+    assert [c.status for c in running.store.claims()] == [TxStatus.MINED]
+    assert len(await chain.client.get_task_claimed(task_id=task_id)) == 1
+    await stop_daemon(running)
+
+
+async def test_refusals_spend_nothing(chain: Chain, tmp_path: Path,
+                                      caplog: pytest.LogCaptureFixture) -> None:
     stereo, block = await chain.post(tiny_spec("stereo"))
     tampered, _ = await chain.post(raw=tiny_spec().canonical().replace(b"digits", b"Digits"))
     greedy, _ = await chain.post(reward_wei=1)
+    # the cheapest sub-network of this space needs ~3.5 MMACs: no network can meet 1 MMAC
+    impossible, _ = await chain.post(tiny_spec().model_copy(
+        update={"constraint": Constraint(max_flops=10**6)}))
+    latency, _ = await chain.post(tiny_spec().model_copy(
+        update={"constraint": Constraint(max_latency_ms=5.0, device_profile="pixel7")}))
+    tasks = (stereo, tampered, greedy, impossible, latency)
     before = await nonce(chain)
     floor = settings_for(tmp_path, policy={"min_reward_wei_per_unit": 10**6})
+    caplog.set_level("INFO", logger="miner.daemon.daemon")
     running = await start_daemon(chain, tmp_path, block, floor)
-    await until(lambda: all(phase(running.store, t) is TaskPhase.REFUSED
-                            for t in (stereo, tampered, greedy)))
-    reasons = {t: running.store.task(t).reason for t in (stereo, tampered, greedy)}
+    await until(lambda: all(phase(running.store, t) is TaskPhase.REFUSED for t in tasks))
+    reasons = {t: running.store.task(t).reason for t in tasks}
     assert reasons[stereo].startswith("kind_not_served")
     assert reasons[tampered].startswith("spec_unusable") and "hash mismatch" in reasons[tampered]
     assert reasons[greedy].startswith("reward_too_low")
+    assert reasons[impossible].startswith("constraint_infeasible: max_flops 1000000")
+    assert reasons[latency].startswith("constraint_unsupported")
     assert await nonce(chain) == before and running.store.claims() == []
+    assert f"task={impossible} claim=False reason=constraint_infeasible" in caplog.text
     await stop_daemon(running)
 
 

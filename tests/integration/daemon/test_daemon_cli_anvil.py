@@ -126,7 +126,7 @@ async def test_run_miner_claims_and_serves(env: Env) -> None:
                                      await env.devnet.sender(0))
     spec = TaskSpec(kind="classification", dataset=DatasetRef(name="digits"),
                     search_space=SearchSpaceSpec(resolutions=(32,)),
-                    constraint=Constraint(max_flops=10**6))
+                    constraint=Constraint(max_flops=10**7))
     spec_file = env.folder / "spec.json"
     spec_file.write_bytes(spec.canonical())
     posted = await client.post_task(TaskParams(

@@ -68,7 +68,7 @@ async def test_two_daemons_from_post_to_withdrawn(devnet: Devnet, tmp_path: Path
                                              await devnet.sender(0))
             spec = TaskSpec(kind="classification", dataset=DatasetRef(name="digits"),
                             search_space=SearchSpaceSpec(resolutions=(32,)),
-                            constraint=Constraint(max_flops=10**6))
+                            constraint=Constraint(max_flops=10**7))
             (tmp_path / "spec.json").write_bytes(spec.canonical())
             posted = await client.post_task(TaskParams(
                 reward_wei=REWARD, bond_wei=BOND, slots=2, claim_window_s=600,
@@ -124,7 +124,7 @@ async def test_submit_recovery_never_submits_twice(devnet: Devnet, tmp_path: Pat
                                      await devnet.sender(0))
     spec = TaskSpec(kind="classification", dataset=DatasetRef(name="digits"),
                     search_space=SearchSpaceSpec(resolutions=(32,)),
-                    constraint=Constraint(max_flops=10**6))
+                    constraint=Constraint(max_flops=10**7))
     (tmp_path / "spec.json").write_bytes(spec.canonical())
     settings = load_miner_settings(
         data_dir=str(tmp_path / "m"), chain={"deployment_file": str(deployment)},

@@ -7,7 +7,15 @@ from typing import Any
 
 import pytest
 
-from miner.daemon.policy import compute_units, decide, estimated_time_s, memory_gib, precheck
+from miner.daemon.policy import (
+    compute_units,
+    cost_floors,
+    decide,
+    estimated_time_s,
+    infeasible,
+    memory_gib,
+    precheck,
+)
 from miner.daemon.settings import CapacitySettings, PolicySettings
 from node.chain.models import TaskPosted
 from node.documents.spec import Constraint, DatasetRef, SearchSpaceSpec, TaskSpec, TrainingBudget
@@ -53,6 +61,7 @@ class Case:
     policy: dict[str, Any] = field(default_factory=dict)
     capacity: dict[str, Any] = field(default_factory=dict)
     active: int = 0
+    floors: dict[str, float] | None = None
 
 
 CASES = [
@@ -83,14 +92,23 @@ CASES = [
     Case("deadline misses with margin", False, "deadline_unreachable",
          capacity={"units_per_hour": 36.0}, task={"work_window_s": 50},
          policy={"time_margin": 2.0}),
+    Case("max flops below the cheapest sub-network", False, "constraint_infeasible: max_flops",
+         floors={"flops": 10**6 + 1, "params": 1.0}),
+    Case("max flops at the cheapest sub-network", True, "claim",
+         floors={"flops": 10**6, "params": 1.0}),
+    Case("max params below the cheapest sub-network", False,
+         "constraint_infeasible: max_params", spec=make_spec(constraint=Constraint(
+             max_flops=10**6, max_params=100)), floors={"flops": 1.0, "params": 101.0}),
+    Case("a latency limit this miner cannot check", False, "constraint_unsupported",
+         spec=make_spec(constraint=Constraint(max_latency_ms=5.0, device_profile="pixel7"))),
 ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_decide(case: Case) -> None:
-    task = make_task(**case.task)
+    task = make_task(case.spec or SPEC, **case.task)
     decision = decide(task, case.spec, case.spec_error, PolicySettings(**case.policy),
-                      CapacitySettings(**case.capacity), case.active, NOW)
+                      CapacitySettings(**case.capacity), case.active, NOW, case.floors)
     assert decision.claim is case.claim
     assert decision.reason.startswith(case.reason), decision.reason
 
@@ -111,3 +129,29 @@ def test_estimates_scale_with_the_budget() -> None:
     assert compute_units(big) == pytest.approx(compute_units(small) * 4)
     assert memory_gib(big) > memory_gib(small)
     assert estimated_time_s(60.0, CapacitySettings(units_per_hour=60.0)) == 3600.0
+
+
+def test_cost_floors_are_the_smallest_sub_network_of_the_space() -> None:
+    from miner.automl.efficiency import count_flops, count_params
+    from miner.automl.registry import supernet_config
+    from miner.daemon.jobspec import supernet_overrides
+
+    spec = make_spec(search_space=SearchSpaceSpec(kernel_sizes=(3, 5), expand_ratios=(3.0, 4.0),
+                                                  depths=(1, 2), resolutions=(20, 24)))
+    floors = cost_floors(spec)
+    config = supernet_config(spec.training.supernet, **supernet_overrides(spec))
+    smallest = config.space.min_arch()  # every cost here grows with k, e, depth, resolution
+    assert floors == {"flops": count_flops(config, smallest),
+                      "params": count_params(config, smallest)}
+    assert cost_floors(make_spec())["flops"] > floors["flops"]  # a larger space costs more
+    assert infeasible(make_spec(constraint=Constraint(max_flops=int(floors["flops"]) - 1)),
+                      floors) is not None
+    assert infeasible(make_spec(constraint=Constraint(max_flops=int(floors["flops"]))),
+                      floors) is None
+
+
+def test_cost_floors_of_an_unknown_supernet_is_a_named_error() -> None:
+    from miner.automl.errors import UnknownSupernetError
+
+    with pytest.raises(UnknownSupernetError):
+        cost_floors(make_spec(training=TrainingBudget(supernet="ofa_nope")))
