@@ -395,6 +395,8 @@ class MinerDaemon:
         async with self._lock:
             await self.recover()
         settings = self._d.settings
+        if "classification" in settings.policy.kinds:
+            await asyncio.to_thread(policy.warm_up)  # before the first TaskPosted, not during
         config = IndexerConfig.from_settings(settings.indexer, self._d.start_block)
         source = RpcBlockSource(self._d.rpc, self._d.market.address)
         handler = decoding(self._d.market.decode_logs, self.on_event)

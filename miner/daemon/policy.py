@@ -70,6 +70,15 @@ def estimated_time_s(units: float, capacity: CapacitySettings) -> float:
     return units / capacity.units_per_hour * 3600.0
 
 
+def warm_up() -> None:
+    """Import the AutoML engine (torch, about a second or more) ahead of the first
+    :func:`cost_floors`, so that the first claim decision does not pay for it: at one-second
+    blocks that import alone would cost the claim a block."""
+    import miner.automl.efficiency
+    import miner.automl.registry
+    import miner.automl.search  # noqa: F401
+
+
 def cost_floors(spec: TaskSpec) -> dict[str, float]:
     """The cheapest sub-network of ``spec``'s search space per limited cost: ``flops``
     (multiply-accumulates) and ``params``, exact, from the engine's additive cost tables.

@@ -74,15 +74,15 @@ async def test_monitor_page_follows_a_daemon_from_claim_to_settlement(tmp_path: 
     config = DevnetConfig(anvil_path=anvil, folder=tmp_path / "net",
                           deployment_file=tmp_path / "deployment.json", write_keystores=True)
     async with await Devnet.start(config) as devnet:
-        miner = start_miner(tmp_path / "miner", devnet, MINER)
+        current = [start_miner(tmp_path / "miner", devnet, MINER)]  # the restart replaces it
         try:
-            await run_scenario(devnet, miner, tmp_path)
+            await run_scenario(devnet, current, tmp_path)
         finally:
-            await asyncio.to_thread(terminate_group, miner.process, 20.0)
+            await asyncio.to_thread(terminate_group, current[0].process, 20.0)
 
 
-async def run_scenario(devnet: Devnet, miner: MinerProcess, tmp_path: Path) -> None:
-    current = [miner]
+async def run_scenario(devnet: Devnet, current: list[MinerProcess], tmp_path: Path) -> None:
+    miner = current[0]
 
     def alive() -> None:
         process = current[0].process
