@@ -21,6 +21,7 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -286,23 +287,10 @@ def task_monitor(
     """Serve the task's monitor page (the group's live training, timeline, result) until Ctrl-C."""
     from client.monitor import serve_monitor
 
-    state = _state(ctx)
-
-    async def run() -> None:
-        stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-
-        def ready(url: str) -> None:
-            if as_json:
-                typer.echo(json.dumps({"url": url, "task_id": task_id}))
-            else:
-                Console().print(f"monitor of task {task_id} at [bold]{url}[/] (Ctrl-C to stop)")
-            sys.stdout.flush()
-
-        await serve_monitor(state.config, task_id, host, port, stop, ready)
-
-    asyncio.run(run())
+    config = _state(ctx).config
+    _serve_until_stopped(
+        lambda stop, ready: serve_monitor(config, task_id, host, port, stop, ready),
+        as_json, {"task_id": task_id}, f"monitor of task {task_id}")
 
 
 @app.command("withdraw")
@@ -400,6 +388,17 @@ def data_serve(
     """Serve a folder's files over HTTP until Ctrl-C (miners check every hash)."""
     from client.serve import serve_folder
 
+    _serve_until_stopped(lambda stop, ready: serve_folder(folder, host, port, stop, ready),
+                         as_json, {"folder": str(folder)}, f"serving {folder}")
+
+
+def _serve_until_stopped(
+    serve: Callable[[asyncio.Event, Callable[[str], None]], Awaitable[None]],
+    as_json: bool, fields: dict[str, Any], what: str,
+) -> None:
+    """Run ``serve(stop, ready)`` until SIGINT/SIGTERM; ``ready(url)`` prints where it serves
+    (one JSON object with ``fields`` under ``--json``)."""
+
     async def run() -> None:
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -407,12 +406,12 @@ def data_serve(
 
         def ready(url: str) -> None:
             if as_json:
-                typer.echo(json.dumps({"url": url, "folder": str(folder)}))
+                typer.echo(json.dumps({"url": url, **fields}))
             else:
-                Console().print(f"serving {folder} at [bold]{url}[/] (Ctrl-C to stop)")
+                Console().print(f"{what} at [bold]{url}[/] (Ctrl-C to stop)")
             sys.stdout.flush()
 
-        await serve_folder(folder, host, port, stop, ready)
+        await serve(stop, ready)
 
     asyncio.run(run())
 
