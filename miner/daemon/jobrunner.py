@@ -10,7 +10,10 @@ the first line of **stdin** (never argv, environment or disk), then:
    all-reduce per step averages the gradients over an authenticated transport server it
    starts on a free port of ``exchange_host``; its URL goes to ``JOB_DIR/exchange.json``,
    which the daemon serves at ``GET /tasks/{id}/exchange`` and where the peers find it
-   (from each member's on-chain endpoint);
+   (from each member's on-chain endpoint). A resumed runner first asks the group to take it
+   back (``miner.distributed.rejoin``): if a peer is still training, the round coordinator
+   admits it and hands over the group's weights, optimizer and step, and it trains on from
+   there with everyone instead of alone from its older checkpoint;
 2. on the leader only: measures sub-networks, fits the predictor, searches under the
    spec's limits, recalibrates BN and exports into ``JOB_DIR/export`` (``run_search``);
 3. appends progress lines to ``JOB_DIR/progress.jsonl`` throughout, ``done`` at the end.
@@ -43,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 EXIT_PARENT_GONE = 3
 PEER_DISCOVERY_TIMEOUT_S = 120.0
+REJOIN_ROUNDS, REJOIN_SLACK_S = 3, 30.0  # how long a resumed member waits to be taken back
 
 
 def _watch_parent(stream: Any) -> None:
@@ -79,6 +83,7 @@ class _Exchange:
 
         from miner.distributed.bridge import AsyncBridge, BridgedExchange
         from miner.distributed.exchange import ExchangeConfig, GradientExchange
+        from miner.distributed.rejoin import Membership
         from miner.distributed.transport_channel import TransportChannel
         from node.transport import Mode, TransportServer
 
@@ -104,9 +109,38 @@ class _Exchange:
         exchange = GradientExchange(self.channel, list(job.group),
                                     ExchangeConfig(round_timeout_s=timeout_s))
         self.cross = BridgedExchange(exchange, self.bridge)
+        self.membership = Membership.attach(self.channel, exchange, self.server.url)
+        self.rejoin_timeout_s = REJOIN_ROUNDS * timeout_s + REJOIN_SLACK_S
+
+    def rejoin(self, trainer: Any) -> None:
+        """Ask the group to take this resumed member back; when the coordinator's state comes,
+        ``trainer`` continues from the group's weights, optimizer and step."""
+        from miner.distributed.rejoin import decode_state, merge_payload
+
+        step = trainer.global_step
+        state = self.bridge.run(self.membership.rejoin(step, self.rejoin_timeout_s))
+        if state is None:
+            logger.info("no group to rejoin step=%d: resuming alone from the checkpoint", step)
+            return
+        group = decode_state(state.state)
+        trainer.load_payload(merge_payload(trainer.state_payload(), group,
+                                           trainer.batches.batches_per_epoch))
+        logger.info("rejoined the group step=%d from_step=%d", trainer.global_step, step)
+
+    def offer_state(self, trainer: Any, report: Any) -> None:
+        """After round ``report`` (its update applied), the coordinator hands the members it
+        admitted the group's state for the next round."""
+        from miner.distributed.rejoin import encode_state, group_payload
+
+        if not report.admitted or report.peers[0] != self.cross.me:
+            return
+        state = encode_state(group_payload(trainer.state_payload(), report.round_id + 1))
+        self.bridge.run(self.membership.offer_state(report.admitted, report.round_id + 1,
+                                                    self.cross.peers, state))
 
     def close(self) -> None:
         async def shutdown() -> None:
+            await self.membership.shutdown()
             await self.channel.shutdown()
             await self.server.shutdown()
 
@@ -139,6 +173,8 @@ def _train(job: JobFile, key: str, job_dir: Path, progress: Path) -> None:
         if resume:
             trainer.resume()  # the data position is the shard's
         exchange = _Exchange(job, key, job_dir)
+        if resume:
+            exchange.rejoin(trainer)
         hook = TrainerHook(GradientAverager("data_parallel", supernet_masks(trainer.net),
                                             cross=exchange.cross), start_step=trainer.global_step)
         guarded: list[object] = []
@@ -176,6 +212,8 @@ def _train(job: JobFile, key: str, job_dir: Path, progress: Path) -> None:
                 traffic["bytes"] += r.bytes_sent
                 for peer in r.peers:
                     missed[peer] = missed.get(peer, 0) + (peer not in r.contributed)
+                if r.round_id == report.global_step - 1:  # this step's round: update applied
+                    exchange.offer_state(trainer, r)
             traffic["rounds"] = len(reports)
             update["exchange_rounds"] = traffic["rounds"]
             update["grad_bytes_sent"] = traffic["bytes"]

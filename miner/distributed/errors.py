@@ -36,3 +36,10 @@ class LaunchError(DistributedError):
 
     def __init__(self, rank: int, code: int, detail: str = "") -> None:
         super().__init__(detail, rank=rank, code=code)
+
+
+class JoinError(DistributedError):
+    """A request to (re)join a group's exchange that cannot be granted: not a member, a
+    malformed request, or a group state that does not fit."""
+
+    template = "join refused for {peer}: {detail}"

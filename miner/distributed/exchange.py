@@ -14,7 +14,21 @@ the optimizer guard turns into "leave these weights alone"), so every survivor a
 same update. Result frames name who was averaged and who was rejected, so all survivors
 write the same :class:`RoundReport` and drop the same peers from later rounds. A peer the
 others dropped is not told: it finds itself missing from the next results (its round
-reports show its own name as dropped) and must rejoin through the daemon.
+reports show its own name as dropped).
+
+Rejoining: a dropped member (typically restarted from an older checkpoint) asks every peer
+to take it back (:meth:`GradientExchange.request_join`, called when its join message
+arrives; :mod:`miner.distributed.rejoin`). Every live peer remembers the request; only the
+round's *coordinator*, the first live peer in sorted order, acts on it. At the start of
+round ``r`` the coordinator fixes the set of requesters that are not live, and every result
+frame it sends in round ``r`` carries that set as a bitmap over the whole group. A peer
+applies the admission — those members are live from round ``r + 1`` — exactly when its
+round ``r`` report keeps the coordinator (all of the coordinator's results arrived and it
+was not dropped); the report records it as ``admitted``. Survivors that agree on the report
+therefore agree on the next live set; one that missed a coordinator result has dropped the
+coordinator and is split from the others whether or not anyone joined. The coordinator
+then hands the admitted member the group's state after round ``r`` and the round ``r + 1``
+live set, and the member starts there (:meth:`GradientExchange.rejoin`).
 """
 
 from __future__ import annotations
@@ -29,7 +43,7 @@ import numpy as np
 
 from miner.distributed.channel import Payload, PeerChannel
 from miner.distributed.compression import Codec, Encoded, ErrorFeedback, Float32Codec
-from miner.distributed.errors import ExchangeError, FrameError
+from miner.distributed.errors import ExchangeError, FrameError, JoinError
 from miner.distributed.frames import PART, RESULT, Frame, decode_frame, encode_frame
 from miner.distributed.pieces import Piece, assemble, plan_pieces
 from miner.distributed.reports import RoundReport
@@ -75,14 +89,39 @@ class GradientExchange:
             raise ExchangeError(f"{channel.me} is not in the group {sorted(peers)}")
         self.channel = channel
         self.config = config
-        self.alive: tuple[str, ...] = tuple(sorted(set(peers)))
+        self.group: tuple[str, ...] = tuple(sorted(set(peers)))
+        self.alive: tuple[str, ...] = self.group
         self.reports: list[RoundReport] = []
+        self._joins: set[str] = set()  # members that asked to be taken back
+        self._first_round = 0  # a rejoined peer starts at the round it was admitted for
         self._feedback = ErrorFeedback()
         self._scratch: dict[tuple[int, int], np.ndarray] = {}  # reducer outputs, reused
 
     @property
     def me(self) -> str:
         return self.channel.me
+
+    @property
+    def coordinator(self) -> str:
+        """The live peer that admits rejoining members (the first in sorted order)."""
+        return self.alive[0]
+
+    def request_join(self, peer: str) -> None:
+        """Remember that ``peer`` asked to be taken back; the coordinator admits it in the
+        results of the first round it runs without it (see the module docstring)."""
+        if peer not in self.group or peer == self.me:
+            raise JoinError("not another member of this group", peer=peer)
+        self._joins.add(peer)
+
+    def rejoin(self, round_id: int, alive: Sequence[str]) -> None:
+        """Start again as a member admitted from ``round_id`` with the live set ``alive``
+        (from the coordinator's state transfer)."""
+        live = tuple(sorted(set(alive)))
+        if self.me not in live or not set(live) <= set(self.group):
+            raise JoinError(f"live set {list(live)} does not fit the group", peer=self.me)
+        self.alive, self._first_round = live, round_id
+        self._joins.clear()
+        log.info("rejoined round=%d alive=%s", round_id, list(live))
 
     async def allreduce(
         self,
@@ -100,6 +139,8 @@ class GradientExchange:
         completed the round.
         """
         peers = self.alive
+        if round_id < self._first_round:
+            raise ExchangeError(f"round {round_id} is before this peer rejoined")
         if masks is not None and not set(peers) <= set(masks):
             raise ExchangeError(f"no mask for peers {sorted(set(peers) - set(masks))}")
         values = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
@@ -111,6 +152,7 @@ class GradientExchange:
         round_deadline = loop.time() + self.config.round_timeout_s
         pieces = plan_pieces(values.shape[0], len(peers), self.config.piece_elems)
         me = peers.index(self.me)
+        admitting = [me == 0 and m in self._joins and m not in peers for m in self.group]
         sends: list[asyncio.Task[int]] = []
         try:
             try:
@@ -120,7 +162,7 @@ class GradientExchange:
                 own: dict[int, list[Encoded]] = {}
                 for piece in (p for p in pieces if p.owner == me):
                     own[piece.pid] = await self._reduce(
-                        round_id, peers, values, masks, piece, reduce_deadline
+                        round_id, peers, values, masks, piece, reduce_deadline, admitting
                     )
                     tagged = [(f"result.{piece.pid}", own[piece.pid])]
                     for i, peer in enumerate(peers):
@@ -150,6 +192,7 @@ class GradientExchange:
             duration_s=time.monotonic() - started,
             bytes_sent=bytes_sent,
         )
+        report = replace(report, admitted=self._admitted(pieces, frames_by_pid, report))
         log.debug(
             "round=%d pieces=%d reduce_s=%.4f total_s=%.4f",
             round_id,
@@ -204,6 +247,7 @@ class GradientExchange:
         masks: Mapping[str, np.ndarray] | None,
         piece: Piece,
         deadline: float,
+        admitting: list[bool],
     ) -> list[Encoded]:
         """Collect one of my pieces' parts until ``deadline``; return its result frame."""
         me, lo, hi = piece.owner, piece.lo, piece.hi
@@ -239,7 +283,15 @@ class GradientExchange:
         encoded, _ = self._encode(("result", piece.pid, piece.size), agg.mean)
         codec_id = self.config.codec.codec_id
         return encode_frame(
-            RESULT, codec_id, round_id, piece.pid, piece.size, encoded, contributors, rejected
+            RESULT,
+            codec_id,
+            round_id,
+            piece.pid,
+            piece.size,
+            encoded,
+            contributors,
+            rejected,
+            admitting,
         )
 
     def _parse(
@@ -249,6 +301,8 @@ class GradientExchange:
         try:
             frame = decode_frame(data, peer)
             self._check(frame, peer, RESULT, round_id, piece, len(peers))
+            if len(frame.admitted) != len(self.group):
+                raise FrameError(f"{len(frame.admitted)} group flags", peer=peer)
             self.config.codec.decode(frame.payload, piece.size)  # checks the payload size
         except FrameError as exc:
             log.warning("result refused round=%d error=%s", round_id, exc)
@@ -263,14 +317,36 @@ class GradientExchange:
         if got != want or (n_peers is not None and f.n_peers != n_peers):
             raise FrameError(f"header {got} where {want} was expected", peer=peer)
 
+    def _admitted(
+        self, pieces: list[Piece], frames: Mapping[int, Frame | None], report: RoundReport
+    ) -> tuple[str, ...]:
+        """The members the round's coordinator (``peers[0]``) admitted, as its result frames
+        say; none unless the report keeps the coordinator."""
+        if not report.peers or report.peers[0] in report.dropped:
+            return ()
+        flags = {f.admitted for p in pieces if p.owner == 0 and (f := frames.get(p.pid))}
+        if len(flags) != 1:
+            return ()
+        (admit,) = flags
+        return tuple(
+            m for m, f in zip(self.group, admit, strict=True) if f and m not in report.peers
+        )
+
     def _record(self, report: RoundReport) -> None:
         self.reports.append(report)
         gone = set(report.dropped)
-        if self.config.exclude_dropped and gone and self.me not in gone:
+        if self.me in gone:
+            log.warning("own contribution missing round=%d", report.round_id)
+            return
+        if self.config.exclude_dropped and gone:
             self.alive = tuple(p for p in self.alive if p not in gone)
             log.warning("peers dropped round=%d dropped=%s", report.round_id, sorted(gone))
-        elif self.me in gone:
-            log.warning("own contribution missing round=%d", report.round_id)
+        if report.admitted:
+            self.alive = tuple(sorted({*self.alive, *report.admitted}))
+            self._joins -= set(report.admitted)
+            log.info(
+                "peers admitted round=%d admitted=%s", report.round_id + 1, list(report.admitted)
+            )
 
 
 async def _collect(

@@ -18,7 +18,8 @@ class RoundReport:
     ``contributed``: peers averaged into every shard that completed; ``dropped``: peers
     that missed a deadline somewhere (a part too late, or their own shard's result never
     came); ``rejected``: peers whose part was refused as non-finite; ``missing_shards``:
-    shards that got no update this round.
+    shards that got no update this round; ``admitted``: members that rejoin from the next
+    round (the round coordinator's decision, :mod:`miner.distributed.exchange`).
     """
 
     round_id: int
@@ -29,6 +30,7 @@ class RoundReport:
     missing_shards: tuple[int, ...]
     duration_s: float
     bytes_sent: int
+    admitted: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

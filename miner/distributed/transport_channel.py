@@ -91,6 +91,19 @@ class TransportChannel:
     async def recv(self, peer: str, round_id: int, tag: str) -> Payload:
         return await self.mailbox.get((peer, round_id, tag))
 
+    async def request(
+        self,
+        peer: str,
+        msg_type: str,
+        payload: Sequence[Payload],
+        round_id: int = 0,
+        timeout_s: float | None = None,
+    ) -> Payload:
+        """Send one message of another type (``join``, ``state``) over the peer's sessions;
+        the peer's reply."""
+        client = await self._client(peer)
+        return await client.send(msg_type, list(payload), round_id=round_id, timeout_s=timeout_s)
+
     def release(self, round_id: int) -> None:
         """Forget the round; its receive buffers go back to the pool (the caller is done)."""
         for payload in self.mailbox.release(round_id):
@@ -120,6 +133,18 @@ class TransportChannel:
         else:
             base = np.empty(capacity, np.uint8)
         return base.data[:nbytes]
+
+    async def set_peer_url(self, peer: str, url: str) -> None:
+        """``peer`` now listens at ``url`` (it restarted): later sends open new sessions there
+        and the sessions to its old address are closed."""
+        if peer not in self.peer_urls:
+            raise ExchangeError(f"unknown peer {peer!r}")
+        if self.peer_urls[peer] == url:
+            return
+        self.peer_urls = {**self.peer_urls, peer: url}
+        stale = self._clients.pop(peer, [])
+        self._next_stream.pop(peer, None)
+        await asyncio.gather(*(c.shutdown() for c in stale), return_exceptions=True)
 
     async def shutdown(self) -> None:
         """Stop taking gradient messages and close the sessions this channel opened."""
