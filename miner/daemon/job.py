@@ -5,7 +5,10 @@ The hook runs under the daemon's lock, so it only writes the job folder
 (:class:`~miner.daemon.jobspec.JobFile`: spec, group, slot, the members' on-chain endpoints),
 starts the training subprocess (``python -m miner.daemon.jobrunner DIR``, the miner's key
 written to its stdin pipe, which stays open: the runner ends when the daemon dies) and
-returns. The task stays ``formed`` in the store while it trains (the progress stream says
+returns. Under ``manta-miner run`` one runner waits ready (``--standby``: started when the
+daemon starts and after each job, torch already imported) and is handed the job folder
+instead, which saves the interpreter's and torch's start-up between the claim and the first
+training step. The task stays ``formed`` in the store while it trains (the progress stream says
 ``training``/``searching``). A watcher task per job tails the progress file into the hub
 and waits for the runner; on the leader, a clean exit is followed by
 :meth:`JobSupervisor.publish`: the exported weights, ``arch.json``, ``model.pt2`` and the
@@ -101,7 +104,8 @@ class JobSupervisor:
 
     def __init__(self, paths: MinerPaths, account: LocalAccount, *,
                  python: str = sys.executable, checkpoint_every_steps: int = 5,
-                 exchange_host: str = "127.0.0.1", max_restarts: int = 2) -> None:
+                 exchange_host: str = "127.0.0.1", max_restarts: int = 2,
+                 standby: bool = True) -> None:
         self._paths = paths
         self._key = account.key.hex()
         self._python = python
@@ -110,6 +114,8 @@ class JobSupervisor:
         self._max_restarts = max_restarts
         self._procs: dict[int, asyncio.subprocess.Process] = {}
         self._watchers: dict[int, asyncio.Task[None]] = {}
+        self._standby: asyncio.subprocess.Process | None = None
+        self._standby_wanted = standby
         self.published: dict[int, str] = {}
 
     # ---- HTTP ----------------------------------------------------------------------------
@@ -170,28 +176,56 @@ class JobSupervisor:
                      restarts: int = 0) -> None:
         job = await self._job_file(services, record)
         job_dir = self._paths.task_dir(record.task_id)
-        root = str(Path(miner.__file__).resolve().parents[1])
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
-        plan = crashpoints.armed()
-        if plan is not None:  # the runner's crash points share the daemon's marker
-            env.update(plan.child_environ())
-        log = (job_dir / jobspec.LOG_FILE).open("ab")
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                self._python, "-m", "miner.daemon.jobrunner", str(job_dir),
-                stdin=asyncio.subprocess.PIPE, stdout=log, stderr=log, env=env)
-        finally:
-            log.close()
-        assert proc.stdin is not None
-        proc.stdin.write(f"{self._key}\n".encode())
-        await proc.stdin.drain()
+        proc = await self._take_standby(job_dir)
+        if proc is None:
+            proc = await self._spawn(str(job_dir), job_dir / jobspec.LOG_FILE)
         crashpoints.crash_point("job.spawned")
         self._procs[job.task_id] = proc
         logger.info("training started task=%d slot=%d members=%d pid=%d", job.task_id,
                     job.slot, len(job.group), proc.pid)
         self._watchers[job.task_id] = asyncio.create_task(
             self._watch(services, job, proc, restarts), name=f"job-{job.task_id}")
+
+    async def _spawn(self, target: str, log_path: Path) -> asyncio.subprocess.Process:
+        """A runner for ``target`` (a job folder, or ``--standby``) with the key on its stdin."""
+        root = str(Path(miner.__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
+        plan = crashpoints.armed()
+        if plan is not None:  # the runner's crash points share the daemon's marker
+            env.update(plan.child_environ())
+        log = log_path.open("ab")
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                self._python, "-m", "miner.daemon.jobrunner", target,
+                stdin=asyncio.subprocess.PIPE, stdout=log, stderr=log, env=env)
+        finally:
+            log.close()
+        assert proc.stdin is not None
+        proc.stdin.write(f"{self._key}\n".encode())
+        await proc.stdin.drain()
+        return proc
+
+    async def start_standby(self) -> None:
+        """Keep one runner started ahead of need (``jobrunner --standby``: torch and the
+        engine already imported), so that a formed group trains a second or two sooner."""
+        if not self._standby_wanted or (self._standby is not None
+                                        and self._standby.returncode is None):
+            return
+        self._paths.data_dir.mkdir(parents=True, exist_ok=True)
+        self._standby = await self._spawn("--standby", self._paths.data_dir / "standby.log")
+
+    async def _take_standby(self, job_dir: Path) -> asyncio.subprocess.Process | None:
+        """The standby runner, handed ``job_dir``; None if there is none alive."""
+        proc, self._standby = self._standby, None
+        if proc is None or proc.returncode is not None or proc.stdin is None:
+            return None
+        try:
+            proc.stdin.write(f"{job_dir}\n".encode())
+            await proc.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            return None
+        return proc
 
     async def _watch(self, services: MinerServices, job: JobFile,
                      proc: asyncio.subprocess.Process, restarts: int) -> None:
@@ -207,6 +241,7 @@ class JobSupervisor:
                 await tail
         self._procs.pop(job.task_id, None)
         logger.info("training ended task=%d rc=%d", job.task_id, rc)
+        await self.start_standby()  # for the next task (not while this one trained: its CPU)
         record = await asyncio.to_thread(services.store.task, job.task_id)
         if record is None or record.phase not in TRAINING:
             return
@@ -288,7 +323,8 @@ class JobSupervisor:
         """Stop every runner (closing its stdin ends it) and every watcher."""
         for watcher in self._watchers.values():
             watcher.cancel()
-        for proc in list(self._procs.values()):
+        standby, self._standby = self._standby, None
+        for proc in [*self._procs.values(), *([standby] if standby is not None else [])]:
             if proc.stdin is not None:
                 proc.stdin.close()
             try:
@@ -314,6 +350,7 @@ async def run_job_miner(settings: MinerSettings, account: LocalAccount, stop: as
                           routes=supervisor.routes()) as services:
         try:
             await supervisor.resume(services)
+            await supervisor.start_standby()
             await run_until_stopped(services.daemon, stop, poll_s)
         finally:
             await supervisor.close()

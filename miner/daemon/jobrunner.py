@@ -18,6 +18,10 @@ the first line of **stdin** (never argv, environment or disk), then:
    spec's limits, recalibrates BN and exports into ``JOB_DIR/export`` (``run_search``);
 3. appends progress lines to ``JOB_DIR/progress.jsonl`` throughout, ``done`` at the end.
 
+``python -m miner.daemon.jobrunner --standby`` is the same runner started ahead of need: it
+reads the key, imports torch and the engine, then waits for its job folder on the next line of
+stdin (the daemon keeps one ready, see :class:`~miner.daemon.job.JobSupervisor`).
+
 Exit status 0 when everything finished. The runner also ends itself when its stdin closes
 (the daemon died: a restarted daemon starts a fresh runner, which waits on the job folder's
 lock and resumes from the last checkpoint). One torch thread: a daemon never starves its host.
@@ -267,24 +271,56 @@ def run_job(job_dir: Path, key: str) -> None:
     append_progress(progress, {"phase": "done", "time_s": time.time()})
 
 
+def _preload() -> None:
+    """Import torch and the engine (most of a runner's start-up) and set the thread count."""
+    import torch
+
+    import miner.automl.runs
+    import miner.distributed.averager
+    import miner.distributed.trainer_hook  # noqa: F401
+
+    torch.set_num_threads(int(os.environ.get("MANTA_TORCH_THREADS", "1")))
+
+
+def _log_to(path: Path) -> None:
+    """Point this process's stdout and stderr at ``path`` (appending)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """``JOB_DIR``: run that job. ``--standby``: import everything first, then wait for the
+    job folder as the second line of stdin (the daemon keeps one such runner ready, so a
+    formed group's training starts without the interpreter's and torch's start-up); an
+    end of stdin before it means the daemon is gone or needs no runner: exit quietly."""
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
-        print("usage: python -m miner.daemon.jobrunner JOB_DIR  (key on stdin)", file=sys.stderr)
+        print("usage: python -m miner.daemon.jobrunner JOB_DIR | --standby  (key on stdin)",
+              file=sys.stderr)
         return 2
-    job_dir = Path(args[0])
-    crashpoints.arm(crashpoints.CrashPlan.from_environ(os.environ,
-                                                    job_dir.resolve().parent.parent))
     key = sys.stdin.readline().strip()
     if not key:
         print("no key on stdin", file=sys.stderr)
         return 2
+    if args[0] == "--standby":
+        _preload()
+        line = sys.stdin.readline().strip()
+        if not line:
+            return EXIT_PARENT_GONE
+        job_dir = Path(line)
+        _log_to(job_dir / jobspec.LOG_FILE)
+    else:
+        job_dir = Path(args[0])
+    crashpoints.arm(crashpoints.CrashPlan.from_environ(os.environ,
+                                                    job_dir.resolve().parent.parent))
     threading.Thread(target=_watch_parent, args=(sys.stdin.buffer,), daemon=True).start()
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    import torch
-
-    torch.set_num_threads(int(os.environ.get("MANTA_TORCH_THREADS", "1")))
+    _preload()
     with (job_dir / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a runner of a killed daemon may still be exiting
         try:
