@@ -144,7 +144,7 @@ def train_command(
                 total,
                 completed=report.global_step,
                 description=f"{report.phase} {report.phase_index + 1}/{report.n_phases}",
-                info=f"loss {loss:.3f} acc {acc:.2f} {report.samples_per_s:.0f} img/s",
+                info=f"loss {loss:.3f} {report.metric} {acc:.2f} {report.samples_per_s:.0f} img/s",
             )
 
         summary = run_training(prepared, show)
@@ -166,7 +166,7 @@ def train_command(
         out_console.print(f"resumed at step {summary.resumed_step}")
     out_console.print(f"trained {summary.global_step} steps -> {summary.out_dir}")
     for name, accuracy in summary.val_accuracy.items():
-        out_console.print(f"  {name} sub-network: val accuracy {accuracy:.4f}")
+        out_console.print(f"  {name} sub-network: val {summary.metric} {accuracy:.4f}")
 
 
 @automl_app.command("search")
@@ -220,7 +220,8 @@ def search_command(
     out_console = Console()
     out_console.print(f"exported -> {summary.out_dir}")
     out_console.print(
-        f"  val accuracy {summary.val_accuracy:.4f} (predicted {summary.predicted_accuracy:.4f})"
+        f"  val {summary.metric} {summary.val_accuracy:.4f} "
+        f"(predicted {summary.predicted_accuracy:.4f})"
     )
     for name, value in summary.costs.items():
         out_console.print(f"  {name} {value:,.0f}")

@@ -4,7 +4,8 @@ Running statistics accumulated while training many sub-networks fit none of them
 Before a sub-network is evaluated or exported, its BatchNorm channels get fresh statistics:
 reset, then re-estimated as a cumulative average (``momentum=None``) over a sample of
 training batches in train mode without gradients. Channels the sub-network does not use
-(and BatchNorm layers it does not run through) keep their values exactly.
+(and BatchNorm layers it does not run through) keep their values exactly. The same code
+serves every supernet kind: ``bn_modules(arch)`` names the layers, ``fit_input`` the size.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from miner.automl.data import resize_batch
 from miner.automl.space import Arch
 from miner.automl.supernet import OFASupernet
+from miner.automl.train.task import fit_input
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,8 @@ def recalibrate_bn(
     batches: Iterable[torch.Tensor],
     device: torch.device | None = None,
 ) -> int:
-    """Re-estimate ``arch``'s BatchNorm statistics from ``batches`` ([B, C, H, W] images).
+    """Re-estimate ``arch``'s BatchNorm statistics from ``batches`` ([B, C, H, W] inputs:
+    images, or stereo pairs stacked on channels), each fitted to ``arch``'s input size.
 
     Leaves ``arch`` active and the module in eval mode; returns the number of batches used.
     """
@@ -62,7 +64,7 @@ def recalibrate_bn(
     try:
         for x in batches:
             x = x if device is None else x.to(device)
-            supernet(resize_batch(x, arch.resolution))
+            supernet(fit_input(supernet, x, arch))
             n += 1
     finally:
         for hook in hooks:

@@ -106,20 +106,34 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(default=4e-5, ge=0)
     momentum: float = Field(default=0.9, ge=0, lt=1)
     nesterov: bool = True
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    # stereo only: per-scale loss weights (coarsest first) as (progress, weights) points;
+    # empty takes the default coarse-to-fine schedule
+    scale_schedule: tuple[tuple[float, tuple[float, ...]], ...] = ()
     checkpoint_every_steps: int = Field(default=50, ge=1)
 
     @model_validator(mode="after")
     def _phases_present(self) -> TrainConfig:
         if not self.phases:
             raise ValueError("at least one phase is needed")
+        if self.scale_schedule:
+            from miner.automl.stereo.loss import ScaleSchedule
+
+            ScaleSchedule(self.scale_schedule)  # ValueError names what is wrong
         return self
 
     def config_hash(self) -> str:
         """sha256 (hex) of the canonical JSON of every field that can change the weights
         (checkpoint frequency and evaluation batch size do not)."""
         fields = self.model_dump(mode="json", exclude={"checkpoint_every_steps", "eval_batch_size"})
+        for name, default in _HASH_NEUTRAL_DEFAULTS.items():  # older runs keep their hash
+            if fields.get(name) == default:
+                del fields[name]
         canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+_HASH_NEUTRAL_DEFAULTS: dict[str, Any] = {"optimizer": "sgd", "scale_schedule": []}
 
 
 def _field_errors(exc: ValidationError) -> str:

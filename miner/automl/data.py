@@ -2,10 +2,12 @@
 from a path, a seeded synthetic set for tests, deterministic splits and a resumable batch
 iterator.
 
-Nothing is downloaded. Every loader returns an :class:`ImageDataset` whose images are
-``[N, C, H, W]`` float32 scaled to ``[-1, 1]`` and whose labels are ``[N]`` int64, checked by
-:func:`validate_arrays` so that a wrong shape fails here, with a message that names it,
-and not deep inside a convolution.
+Nothing is downloaded. Every classification loader returns an :class:`ImageDataset` whose
+images are ``[N, C, H, W]`` float32 scaled to ``[-1, 1]`` and whose labels are ``[N]`` int64,
+checked by :func:`validate_arrays` so that a wrong shape fails here, with a message that
+names it, and not deep inside a convolution. The stereo set (:func:`procedural_stereo`) is
+an :class:`ImageDataset` too: ``x`` the pairs ``[N, 2C, H, W]`` (left, right on channels),
+``y`` the left disparity ``[N, H, W]`` float32 in pixels, ``num_classes`` 0.
 
 Order is a pure function of ``(seed, epoch)``: :class:`BatchIterator` keeps only its
 position ``(epoch, index)``, so a checkpoint that stores the position resumes the exact
@@ -33,6 +35,7 @@ from miner.automl.errors import DatasetError
 logger = logging.getLogger(__name__)
 
 BUILTIN_DATASETS = ("synthetic", "digits", "animal-mnist")
+STEREO_DATASETS = ("procedural-stereo",)
 _ANIMAL_FILES = ("animal_data_version_3.gz", "animal_label_version_3.gz")
 _PICKLE_GLOBALS = frozenset(
     {
@@ -46,7 +49,8 @@ _PICKLE_GLOBALS = frozenset(
 
 @dataclass(frozen=True)
 class ImageDataset:
-    """Images ``x`` [N, C, H, W] float32 in [-1, 1] and labels ``y`` [N] int64."""
+    """Inputs ``x`` [N, C, H, W] float32 in [-1, 1] and targets ``y``: labels [N] int64, or
+    for stereo the disparity [N, H, W] float32 (``num_classes`` 0)."""
 
     name: str
     x: torch.Tensor
@@ -163,6 +167,27 @@ def load_dataset(
     images, labels = to_tensors(x, y, image_size, in_channels)
     logger.info("dataset loaded name=%s n=%d shape=%s", source, len(labels), tuple(images.shape))
     return ImageDataset(source, images, labels, num_classes)
+
+
+def procedural_stereo(
+    n: int, height: int, width: int, max_disparity: float, seed: int,
+    name: str = "procedural-stereo",
+) -> ImageDataset:
+    """``n`` seeded procedural stereo pairs (:mod:`miner.automl.stereo.procedural`) with
+    disparities in ``[1, max_disparity]`` px; pair ``i`` of seed ``s`` is rendered from
+    ``s * 1_000_003 + i``, so the same arguments give the same set on every machine."""
+    from miner.automl.stereo.procedural import SceneConfig, render_batch
+
+    if n < 2 or height < 8 or width < 8 or not 1.0 < max_disparity < width:
+        raise DatasetError(
+            name=name, detail=f"cannot render {n} pairs of {height}x{width} with disparities "
+            f"up to {max_disparity} px")
+    scene = SceneConfig(height=height, width=width, min_disparity=1.0,
+                        max_disparity=max_disparity)
+    base = (seed * 1_000_003) & 0xFFFFFFFF
+    x, d = render_batch(scene, [(base + i) & 0xFFFFFFFF for i in range(n)])
+    logger.info("dataset rendered name=%s n=%d shape=%s", name, n, x.shape)
+    return ImageDataset(name, torch.from_numpy(x), torch.from_numpy(d), 0)
 
 
 def synthetic_arrays(

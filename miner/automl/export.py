@@ -1,11 +1,16 @@
 """Export a sub-network as a standalone artifact, and load it back without the supernet.
 
 An export directory holds ``model.safetensors`` (the static network's state dict) and
-``arch.json`` (the layer-level :class:`~miner.automl.static.NetSpec`, the architecture and
-its analytic costs). Loading needs only :mod:`miner.automl.static` and torch.
+``arch.json`` (the layer-level description of the static network — a
+:class:`~miner.automl.static.NetSpec`, or a stereo
+:class:`~miner.automl.stereo.static_net.StereoNetSpec` — the architecture, the input shape
+and its analytic costs). The same functions export every supernet kind; loading picks the
+static network by the description's ``format`` and needs only torch and the static module of
+that format (:mod:`miner.automl.static`, :mod:`miner.automl.stereo.static_net`).
 
 With ``program=True`` (the default) it also holds ``model.pt2``, the same network as a
-``torch.export`` program with a dynamic batch dimension, pinned by ``program_sha256`` inside
+``torch.export`` program with a dynamic batch dimension (outputs: logits, or the stereo
+net's tuple of disparity maps), pinned by ``program_sha256`` inside
 ``arch.json``: a client verifies a result with torch alone, without any miner code.
 ONNX export is not provided: the ``onnx`` package is not part of the miner's stack.
 """
@@ -16,16 +21,19 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from miner.automl.errors import CheckpointError
 from miner.automl.space import Arch
-from miner.automl.static import NetSpec, StaticNet, build_static
+from miner.automl.static import FORMAT as STATIC_FORMAT
+from miner.automl.static import NetSpec, build_static
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from miner.automl.supernet import OFASupernet
 
 WEIGHTS_FILE = "model.safetensors"
@@ -47,11 +55,12 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _write_program(net: StaticNet, in_channels: int, resolution: int, path: Path) -> str:
-    """Save ``net`` as a ``torch.export`` program taking ``[B, C, R, R]``; returns its sha256."""
+def _write_program(net: nn.Module, input_shape: tuple[int, int, int], path: Path) -> str:
+    """Save ``net`` as a ``torch.export`` program taking ``[B, *input_shape]``; returns its
+    sha256."""
     import torch
 
-    example = torch.zeros(2, in_channels, resolution, resolution)
+    example = torch.zeros(2, *input_shape)
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
     was_training = net.training
     net.eval()
@@ -67,41 +76,54 @@ def export_subnet(
     supernet: OFASupernet, arch: Arch, out_dir: Path, program: bool = True
 ) -> ExportedSubnet:
     """Extract ``arch`` from ``supernet`` and write it to ``out_dir`` (created if needed)."""
-    from miner.automl.efficiency import count_flops, count_params  # keeps loading torch-only
+    # the cost models import the supernet code; loading stays torch-only
+    from miner.automl.efficiency import count_flops, count_params, layout_of
 
     arch = supernet.space.canonical(arch)
     net = supernet.extract(arch)
+    spec = net.spec.to_dict()
+    input_shape = layout_of(supernet.config).input_shape(arch.resolution)
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / WEIGHTS_FILE
     state = {name: t.detach().cpu().contiguous() for name, t in net.state_dict().items()}
-    save_file(state, str(weights), metadata={"format": "manta-static-v1"})
+    save_file(state, str(weights), metadata={"format": spec["format"]})
     description = {
         "arch": arch.to_dict(),
-        "net": net.spec.to_dict(),
+        "net": spec,
+        "input_shape": list(input_shape),
         "flops": count_flops(supernet.config, arch),
         "params": count_params(supernet.config, arch),
     }
     program_path = None
     if program:
         program_path = out_dir / PROGRAM_FILE
-        in_channels = supernet.config.in_channels
-        description["program_sha256"] = _write_program(
-            net, in_channels, arch.resolution, program_path
-        )
+        description["program_sha256"] = _write_program(net, input_shape, program_path)
     arch_path = out_dir / ARCH_FILE
     arch_path.write_text(json.dumps(description, sort_keys=True, indent=1), encoding="utf-8")
     return ExportedSubnet(weights, arch_path, _sha256(weights), program_path)
 
 
-def load_exported(directory: Path) -> StaticNet:
-    """The static network saved in ``directory``, in eval mode, on the CPU."""
+def build_described(description: dict[str, Any]) -> nn.Module:
+    """A freshly initialised static network for a description's ``format``."""
+    fmt = description.get("format")
+    if fmt == STATIC_FORMAT:
+        return build_static(NetSpec.from_dict(description))
+    from miner.automl.stereo import static_net  # torch and the static blocks only
+
+    if fmt == static_net.FORMAT:
+        return static_net.build_stereo_static(static_net.StereoNetSpec.from_dict(description))
+    raise ValueError(f"unknown network format {fmt!r}")
+
+
+def load_exported(directory: Path) -> Any:
+    """The static network saved in ``directory``, in eval mode, on the CPU
+    (a :class:`~miner.automl.static.StaticNet` or a stereo ``StereoStaticNet``)."""
     try:
         description = json.loads((directory / ARCH_FILE).read_text(encoding="utf-8"))
-        spec = NetSpec.from_dict(description["net"])
+        net = build_described(description["net"])
         state = load_file(str(directory / WEIGHTS_FILE))
     except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
         raise CheckpointError(path=str(directory), detail=f"{type(exc).__name__}: {exc}") from exc
-    net = build_static(spec)
     try:
         net.load_state_dict(state)
     except RuntimeError as exc:

@@ -1,7 +1,9 @@
 """Named supernets: name -> config factory, in the manner of timm's model registry.
 
-A variant is a three-line function returning a :class:`SupernetConfig`; the registry
-applies keyword overrides (any config field, validated) and builds the module.
+A variant is a three-line function returning a config — a :class:`SupernetConfig`
+(classification) or a :class:`~miner.automl.stereo.supernet.StereoConfig` (stereo); the
+registry applies keyword overrides (any field of that config, validated) and builds the
+module the config describes. One registry holds both task kinds.
 ``create_supernet`` / ``supernet_config`` / ``list_supernets`` use the registry of the
 variants defined here; code that wants its own variants makes its own
 :class:`SupernetRegistry` and passes it around.
@@ -16,9 +18,12 @@ from pydantic import ValidationError
 
 from miner.automl.errors import AutoMLError, UnknownSupernetError
 from miner.automl.space import SearchSpace
+from miner.automl.stereo.static_net import N_STAGES
+from miner.automl.stereo.supernet import OFADispNetC, StereoConfig
 from miner.automl.supernet import OFASupernet, SupernetConfig
 
-ConfigFactory = Callable[[], SupernetConfig]
+AnyConfig = SupernetConfig | StereoConfig
+ConfigFactory = Callable[[], AnyConfig]
 
 
 class SupernetRegistry:
@@ -39,18 +44,25 @@ class SupernetRegistry:
     def names(self) -> list[str]:
         return sorted(self._factories)
 
-    def config(self, name: str, **overrides: Any) -> SupernetConfig:
+    def config(self, name: str, **overrides: Any) -> AnyConfig:
         """The variant's config with ``overrides`` applied (validated like any config)."""
         if name not in self._factories:
             raise UnknownSupernetError(name, self.names())
         base = self._factories[name]()
         try:
-            return SupernetConfig(**{**dict(base), **overrides})
+            return type(base)(**{**dict(base), **overrides})
         except ValidationError as exc:
             raise AutoMLError(f"bad overrides for supernet {name!r}: {exc}") from exc
 
     def create(self, name: str, **overrides: Any) -> OFASupernet:
-        return OFASupernet(self.config(name, **overrides))
+        return build_module(self.config(name, **overrides))
+
+
+def build_module(config: AnyConfig) -> OFASupernet:
+    """The supernet module a config describes."""
+    if isinstance(config, StereoConfig):
+        return OFADispNetC(config)
+    return OFASupernet(config)
 
 
 _REGISTRY = SupernetRegistry()
@@ -62,7 +74,7 @@ def create_supernet(name: str, **overrides: Any) -> OFASupernet:
     return _REGISTRY.create(name, **overrides)
 
 
-def supernet_config(name: str, **overrides: Any) -> SupernetConfig:
+def supernet_config(name: str, **overrides: Any) -> AnyConfig:
     """The config of ``name`` without building the module (for cost tables, search)."""
     return _REGISTRY.config(name, **overrides)
 
@@ -96,3 +108,36 @@ def ofa_mbv3_tiny() -> SupernetConfig:
         stem_width=8, stage_widths=(16, 24, 32, 48, 64), stage_strides=(1, 2, 1, 2, 1),
         head_width=128, feature_width=256, dropout=0.0,
     )
+
+
+
+@register_supernet("ofa_dispnetc")
+def ofa_dispnetc() -> StereoConfig:
+    """Stereo, full size: kernel 3/5/7, expand 3/4/6, depth 1/2/3, 256x512 pairs,
+    correlation at 1/4 over 40 displacements (160 px), as DispNetC."""
+    return StereoConfig()
+
+
+@register_supernet("ofa_dispnetc_tiny")
+def ofa_dispnetc_tiny() -> StereoConfig:
+    """Stereo, CPU size: 64x128 pairs, correlation at 1/4 over 8 displacements (32 px),
+    narrow; the largest net is ~112 MMACs per pair, the smallest ~56."""
+    return StereoConfig(
+        space=SearchSpace(kernel_sizes=(3, 5), expand_ratios=(2.0, 3.0, 4.0), depths=(1, 2),
+                          resolutions=(64,), n_stages=N_STAGES),
+        stem_width=8, stage_widths=(16, 24, 32, 40, 48, 64), stage_strides=(2, 2, 1, 2, 2, 1),
+        max_displacement=8, redirect_width=16, decoder_widths=(48, 32, 24, 16, 12, 8),
+    )
+
+
+@register_supernet("ofa_dispnetc_micro")
+def ofa_dispnetc_micro() -> StereoConfig:
+    """Stereo, test size: ``ofa_dispnetc_tiny`` at 32x64 pairs with 4 displacements (16 px)
+    and two expand ratios, for unit tests and CLI smoke runs."""
+    base = ofa_dispnetc_tiny()
+    assert isinstance(base, StereoConfig)
+    return base.model_copy(update={
+        "space": SearchSpace(kernel_sizes=(3, 5), expand_ratios=(2.0, 4.0), depths=(1, 2),
+                             resolutions=(32,), n_stages=N_STAGES),
+        "max_displacement": 4,
+    })

@@ -36,7 +36,7 @@ from miner.automl.data import (
 from miner.automl.errors import CheckpointError, ConstraintError
 from miner.automl.space import Arch
 from miner.automl.supernet import OFASupernet
-from miner.automl.train import Trainer, build_supernet, evaluate_accuracy
+from miner.automl.train import Trainer, build_supernet, evaluate_metric, make_task, score
 from miner.automl.train.loop import ProgressFn
 from node.errors import ConfigError
 
@@ -104,11 +104,15 @@ class PreparedTraining:
 
 @dataclass(frozen=True)
 class TrainingSummary:
+    """``val_accuracy``: the task's validation metric of the largest and smallest
+    sub-networks (accuracy for classification, EPE for stereo), named by ``metric``."""
+
     out_dir: Path
     global_step: int
     total_steps: int
     resumed_step: int | None
     val_accuracy: dict[str, float]
+    metric: str = "accuracy"
 
 
 def prepare_training(
@@ -135,8 +139,8 @@ def prepare_training(
 def run_training(
     prepared: PreparedTraining, on_progress: ProgressFn | None = None, calib_batches: int = 4
 ) -> TrainingSummary:
-    """Train to the end of the plan, then report the val accuracy of the largest and
-    smallest sub-networks (BN recalibrated)."""
+    """Train to the end of the plan, then report the val metric (accuracy or EPE) of the
+    largest and smallest sub-networks (BN recalibrated)."""
     config, trainer = prepared.config, prepared.trainer
     prepared.out_dir.mkdir(parents=True, exist_ok=True)
     canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True, indent=1)
@@ -150,8 +154,8 @@ def run_training(
     accuracy = {}
     for name, arch in (("largest", space.max_arch()), ("smallest", space.min_arch())):
         recalibrate_bn(net, arch, batches, trainer.device)
-        accuracy[name] = evaluate_accuracy(
-            net, arch, prepared.val, config.eval_batch_size, trainer.device
+        accuracy[name] = evaluate_metric(
+            net, arch, prepared.val, trainer.task, config.eval_batch_size, trainer.device
         )
     return TrainingSummary(
         prepared.out_dir,
@@ -159,6 +163,7 @@ def run_training(
         trainer.plan.total_steps,
         prepared.resumed_step,
         accuracy,
+        trainer.task.metric,
     )
 
 
@@ -180,6 +185,9 @@ class SearchRequest:
 
 @dataclass(frozen=True)
 class SearchSummary:
+    """``val_accuracy`` / ``predicted_accuracy``: the chosen network's measured and predicted
+    task metric (accuracy for classification, EPE for stereo), named by ``metric``."""
+
     out_dir: Path
     arch: Arch
     predicted_accuracy: float
@@ -187,6 +195,7 @@ class SearchSummary:
     costs: dict[str, float]
     predictor_kendall_tau: float
     front_size: int
+    metric: str = "accuracy"
 
 
 SubnetProgress = Callable[[int, int], None]
@@ -252,27 +261,33 @@ def prepare_search(request: SearchRequest) -> PreparedSearch:
 
 
 def run_search(prepared: PreparedSearch, on_subnet: SubnetProgress | None = None) -> SearchSummary:
-    """Measure, predict, search, recalibrate, export. Writes only ``request.out_dir``."""
+    """Measure, predict, search, recalibrate, export. Writes only ``request.out_dir``.
+
+    The predictor and the search see the task's score (the metric, negated when lower is
+    better: stereo minimises EPE); ``search.json`` records the metric as ``val_<metric>``.
+    """
     from miner.automl.export import export_subnet
     from miner.automl.predictor import AccuracyPredictor
     from miner.automl.search import SearchConfig, evolve
 
     request, config, net = prepared.request, prepared.config, prepared.net
     space, val = net.space, prepared.val
+    task = make_task(net, config)
+    key = f"val_{task.metric}"
     batches = calibration_batches(
         prepared.train, config.eval_batch_size, request.calib_batches, config.seed
     )
     rng = np.random.default_rng(np.random.SeedSequence([request.seed, 31337]))
     archs = [space.max_arch(), space.min_arch()]
     archs += [space.sample(rng) for _ in range(request.n_subnets - 2)]
-    accuracies = []
+    metrics = []
     for i, arch in enumerate(archs):
         recalibrate_bn(net, arch, batches)
-        accuracies.append(evaluate_accuracy(net, arch, val, config.eval_batch_size))
+        metrics.append(evaluate_metric(net, arch, val, task, config.eval_batch_size))
         if on_subnet is not None:
             on_subnet(i + 1, len(archs))
     predictor = AccuracyPredictor(space)
-    report = predictor.fit(archs, accuracies, rng)
+    report = predictor.fit(archs, [score(task, m) for m in metrics], rng)
     result = evolve(
         prepared.problem,
         predictor.predict_batch,
@@ -281,22 +296,23 @@ def run_search(prepared: PreparedSearch, on_subnet: SubnetProgress | None = None
     )
     chosen = result.chosen.arch
     recalibrate_bn(net, chosen, batches)
-    measured = evaluate_accuracy(net, chosen, val, config.eval_batch_size)
+    measured = evaluate_metric(net, chosen, val, task, config.eval_batch_size)
+    predicted = score(task, result.chosen.accuracy)  # a score is its own inverse
     summary = {
         "chosen": result.chosen.to_dict(),
-        "val_accuracy": measured,
+        "metric": task.metric,
+        key: measured,
         "predictor": {
             "kendall_tau": report.kendall_tau,
             "rmse": report.rmse,
             "n_train": report.n_train,
         },
         "measured": [
-            {"arch": a.to_dict(), "val_accuracy": acc}
-            for a, acc in zip(archs, accuracies, strict=True)
+            {"arch": a.to_dict(), key: m} for a, m in zip(archs, metrics, strict=True)
         ],
         "search": result.to_dict(),
         # the largest sub-network, measured like the chosen one: the reference it is compared to
-        "largest": {"arch": archs[0].to_dict(), "val_accuracy": accuracies[0],
+        "largest": {"arch": archs[0].to_dict(), key: metrics[0],
                     "costs": {n: c.of(archs[0]) for n, c in prepared.problem.costs.items()}},
         "limits": dict(request.limits),
         "objective": request.objective,
@@ -310,13 +326,14 @@ def run_search(prepared: PreparedSearch, on_subnet: SubnetProgress | None = None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    logger.info("search exported out=%s val_accuracy=%.4f", request.out_dir, measured)
+    logger.info("search exported out=%s %s=%.4f", request.out_dir, key, measured)
     return SearchSummary(
         request.out_dir,
         chosen,
-        result.chosen.accuracy,
+        predicted,
         measured,
         dict(result.chosen.costs),
         report.kendall_tau,
         len(result.front),
+        task.metric,
     )

@@ -17,6 +17,7 @@ without building anything, which the cost models in ``efficiency`` use.
 from __future__ import annotations
 
 import logging
+from typing import ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, model_validator
@@ -101,6 +102,8 @@ def net_spec(config: SupernetConfig, arch: Arch) -> NetSpec:
 
 class OFASupernet(nn.Module):
     """The weight-sharing supernet. ``forward``: [B, C, H, W] -> logits [B, num_classes]."""
+
+    task_kind: ClassVar[str] = "classification"  # picks the training task head
 
     def __init__(self, config: SupernetConfig) -> None:
         super().__init__()

@@ -64,5 +64,10 @@ class Correlation(nn.Module):
     def forward(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
         return correlation(left, right, self.max_displacement)
 
+    def macs(self, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> int:
+        """Multiply-accumulates of one call, ``C * (D + 1)`` per feature pixel (the count
+        :func:`miner.automl.efficiency.trace_flops` reads)."""
+        return inputs[0].numel() * self.out_channels
+
     def extra_repr(self) -> str:
         return f"max_displacement={self.max_displacement}"

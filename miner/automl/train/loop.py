@@ -6,7 +6,10 @@ Everything that decides the next step is in :meth:`Trainer.state_payload`, so tr
 steps straight and training ``k`` steps, crashing, loading and training ``N - k`` more give
 the same weights.
 
-Phase boundaries: a fresh SGD optimizer per phase (cosine lr from the phase's ``lr``), and
+The loss and the metric come from the run's task head (:func:`~miner.automl.train.task.make_task`,
+chosen by the supernet's task kind), so the same loop trains classification and stereo nets.
+
+Phase boundaries: a fresh optimizer per phase (SGD or AdamW, cosine lr from the phase's ``lr``), and
 ``reorder_channels()`` at the start of every width phase — done when the phase's first step
 runs, so a checkpoint taken at a boundary holds the weights from before the reorder and a
 resumed run reorders exactly once.
@@ -30,7 +33,8 @@ from miner.automl.errors import CheckpointError
 from miner.automl.space import Arch
 from miner.automl.supernet import OFASupernet
 from miner.automl.train.phases import PhasePlan, PlannedPhase, make_plan, step_archs
-from miner.automl.train.step import GradientHook, LossConfig, no_gradient_exchange, train_step
+from miner.automl.train.step import GradientHook, no_gradient_exchange, train_step
+from miner.automl.train.task import TaskHead, make_task
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +56,9 @@ class StepReport:
     lr: float
     archs: tuple[Arch, ...]
     losses: tuple[float, ...]
-    accuracies: tuple[float, ...]
+    accuracies: tuple[float, ...]  # the task's batch metric, named by ``metric``
     samples_per_s: float
+    metric: str = "accuracy"
 
 
 ProgressFn = Callable[[StepReport], None]
@@ -102,9 +107,7 @@ class Trainer:
         self._optimizer_phase = -1
         self._rng_state = torch.Generator().manual_seed(config.seed).get_state()
         self._cuda_rng_state: torch.Tensor | None = None  # made on the first CUDA step
-        self._loss = LossConfig(
-            config.label_smoothing, config.distill_weight, config.distill_temperature
-        )
+        self.task: TaskHead = make_task(net, config)
 
     @property
     def done(self) -> bool:
@@ -170,12 +173,16 @@ class Trainer:
     # --- training -------------------------------------------------------------------------
 
     def _start_optimizer(self, phase: PlannedPhase) -> None:
-        self.optimizer = torch.optim.SGD(
-            _param_groups(self.net, self.config.weight_decay),
-            lr=phase.config.lr,
-            momentum=self.config.momentum,
-            nesterov=self.config.nesterov and self.config.momentum > 0,
-        )
+        groups = _param_groups(self.net, self.config.weight_decay)
+        if self.config.optimizer == "adamw":
+            self.optimizer = torch.optim.AdamW(groups, lr=phase.config.lr)
+        else:
+            self.optimizer = torch.optim.SGD(
+                groups,
+                lr=phase.config.lr,
+                momentum=self.config.momentum,
+                nesterov=self.config.nesterov and self.config.momentum > 0,
+            )
         self._optimizer_phase = phase.index
 
     def _begin_phase(self, phase: PlannedPhase) -> None:
@@ -225,14 +232,14 @@ class Trainer:
         x, y = next(self.batches)
         x, y = x.to(self.device), y.to(self.device)
         archs = step_archs(phase, self.config.seed, self.global_step, self.config.sandwich)
-        teacher = phase.space.max_arch() if self.config.distill_weight > 0 else None
+        teacher = phase.space.max_arch() if self.task.distill_weight > 0 else None
+        progress = self.global_step / max(self.plan.total_steps, 1)
         started = time.perf_counter()
         cuda = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
             self._enter_rng(bool(cuda))
-            outcome = train_step(
-                self.net, self.optimizer, x, y, archs, self._loss, teacher, self.gradient_hook
-            )
+            outcome = train_step(self.net, self.optimizer, x, y, archs, self.task, teacher,
+                                 self.gradient_hook, progress)
             self._rng_state = torch.get_rng_state()
             if cuda:
                 self._cuda_rng_state = torch.cuda.get_rng_state(self.device)
@@ -253,5 +260,6 @@ class Trainer:
                     losses=outcome.losses,
                     accuracies=outcome.accuracies,
                     samples_per_s=len(y) * len(archs) / elapsed,
+                    metric=self.task.metric,
                 )
             )

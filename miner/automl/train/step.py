@@ -3,7 +3,9 @@
 The step accumulates (sums, as once-for-all does: each sub-network gets the full learning
 rate, not 1/K of it) the gradients of every sampled sub-network,
 calls the gradient hook once — the place where a distributed run averages gradients across
-replicas — and only then applies one optimizer step. Nothing here touches files or RNGs.
+replicas — and only then applies one optimizer step. The loss and the metric come from the
+run's :class:`~miner.automl.train.task.TaskHead` (classification or stereo). Nothing here
+touches files or RNGs.
 """
 
 from __future__ import annotations
@@ -13,12 +15,20 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from miner.automl.data import resize_batch
 from miner.automl.space import Arch
 from miner.automl.supernet import OFASupernet
+from miner.automl.train.task import (
+    ClassificationTask,
+    TaskHead,
+    batch_metric,
+    distill_loss,
+    fit_input,
+)
+
+__all__ = ["GradientHook", "LossConfig", "StepOutcome", "distill_loss", "no_gradient_exchange",
+           "train_step"]
 
 
 class GradientHook(Protocol):
@@ -40,26 +50,27 @@ def no_gradient_exchange(params: Sequence[tuple[str, nn.Parameter]], archs: Sequ
 
 @dataclass(frozen=True)
 class LossConfig:
+    """The classification loss settings (shorthand for a :class:`ClassificationTask`)."""
+
     label_smoothing: float = 0.1
     distill_weight: float = 1.0
     temperature: float = 1.0
 
+    def task(self) -> ClassificationTask:
+        return ClassificationTask(self.label_smoothing, self.distill_weight, self.temperature)
+
 
 @dataclass(frozen=True)
 class StepOutcome:
-    """Per sub-network loss and batch accuracy, in the order of ``archs``."""
+    """Per sub-network loss and batch metric, in the order of ``archs``.
+
+    ``accuracies`` holds the task's metric (top-1 accuracy for classification, EPE for
+    stereo); the name stays for the callers that read it.
+    """
 
     archs: tuple[Arch, ...]
     losses: tuple[float, ...]
     accuracies: tuple[float, ...]
-
-
-def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """KL(teacher || student) on logits softened by ``temperature``, scaled by T^2."""
-    t = temperature
-    return F.kl_div(
-        F.log_softmax(student / t, dim=1), F.softmax(teacher / t, dim=1), reduction="batchmean"
-    ) * (t * t)
 
 
 def train_step(
@@ -68,38 +79,37 @@ def train_step(
     x: torch.Tensor,
     y: torch.Tensor,
     archs: Sequence[Arch],
-    loss_config: LossConfig,
+    task: TaskHead | LossConfig,
     teacher_arch: Arch | None,
     hook: GradientHook = no_gradient_exchange,
+    progress: float = 0.0,
 ) -> StepOutcome:
-    """Train ``archs`` on the batch ``x`` [B, C, H, W], ``y`` [B] and apply one update.
+    """Train ``archs`` on the batch ``x`` [B, C, H, W], targets ``y`` and apply one update.
 
-    Teacher: if ``teacher_arch`` is ``archs[0]`` (sandwich rule) its detached logits teach the
-    others; if it is another arch, one extra no-grad forward computes them; if ``None``, or
+    Teacher: if ``teacher_arch`` is ``archs[0]`` (sandwich rule) its detached output teaches
+    the others; if it is another arch, one extra no-grad forward computes it; if ``None``, or
     the distillation weight is 0, there is no distillation. Either way once per step.
+    ``progress`` in [0, 1] feeds the task's loss schedule (stereo's per-scale weights).
     """
+    head = task.task() if isinstance(task, LossConfig) else task
     optimizer.zero_grad(set_to_none=True)
     teacher: torch.Tensor | None = None
-    distill = loss_config.distill_weight > 0 and teacher_arch is not None
+    distill = head.distill_weight > 0 and teacher_arch is not None
     if teacher_arch is not None and distill and teacher_arch != archs[0]:
         with torch.no_grad():
             net.set_active(teacher_arch)
-            teacher = net(resize_batch(x, teacher_arch.resolution)).detach()
-    losses, accuracies = [], []
+            teacher = head.teacher_signal(net(fit_input(net, x, teacher_arch)), y)
+    losses, metrics = [], []
     for i, arch in enumerate(archs):
         net.set_active(arch)
-        logits = net(resize_batch(x, arch.resolution))
-        loss = F.cross_entropy(logits, y, label_smoothing=loss_config.label_smoothing)
-        if teacher is not None:
-            loss = loss + loss_config.distill_weight * distill_loss(
-                logits, teacher, loss_config.temperature
-            )
-        elif distill and i == 0:
-            teacher = logits.detach()
+        out = net(fit_input(net, x, arch))
+        loss = head.loss(out, y, teacher, progress)
+        if teacher is None and distill and i == 0:
+            teacher = head.teacher_signal(out, y)
         loss.backward()
         losses.append(float(loss.detach()))
-        accuracies.append(float((logits.detach().argmax(dim=1) == y).float().mean()))
+        metrics.append(batch_metric(head, out, y))
     params = [(n, p) for n, p in net.named_parameters()]
     hook(params, archs)
     optimizer.step()
-    return StepOutcome(tuple(archs), tuple(losses), tuple(accuracies))
+    return StepOutcome(tuple(archs), tuple(losses), tuple(metrics))

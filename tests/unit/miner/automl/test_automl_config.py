@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from miner.automl.config import PhaseConfig, TrainConfig, load_train_config
 from miner.automl.errors import ArchError
@@ -86,3 +87,17 @@ def test_config_hash_is_stable_and_sensitive() -> None:
 def test_bookkeeping_fields_do_not_change_the_hash() -> None:
     base = TrainConfig().config_hash()
     assert TrainConfig(checkpoint_every_steps=7, eval_batch_size=3).config_hash() == base
+
+
+def test_optimizer_and_scale_schedule_are_validated_and_hashed() -> None:
+    base = TrainConfig()
+    assert base.optimizer == "sgd" and base.scale_schedule == ()
+    # runs made before these fields existed keep their hash: defaults are left out of it
+    assert base.config_hash() == TrainConfig(optimizer="sgd", scale_schedule=()).config_hash()
+    assert TrainConfig(optimizer="adamw").config_hash() != base.config_hash()
+    schedule = ((0.0, (1.0, 0.5)), (1.0, (0.0, 1.0)))
+    assert TrainConfig(scale_schedule=schedule).config_hash() != base.config_hash()
+    with pytest.raises(ValidationError, match="optimizer"):
+        TrainConfig(optimizer="rmsprop")
+    with pytest.raises(ValidationError, match="sorted by progress"):
+        TrainConfig(scale_schedule=((1.0, (1.0,)), (0.0, (1.0,))))

@@ -1,4 +1,5 @@
-"""Cost models: analytic FLOPs = traced FLOPs, tables = direct counts, latency table runs."""
+"""Cost models, for every registered supernet (classification and stereo): analytic FLOPs =
+traced FLOPs, tables = direct counts, latency table runs."""
 
 from __future__ import annotations
 
@@ -15,18 +16,19 @@ from miner.automl.efficiency import (
     flops_table,
     latency_report,
     latency_table,
+    layout_of,
     params_table,
     trace_flops,
 )
 from miner.automl.registry import list_supernets, supernet_config
 from miner.automl.space import SearchSpace, to_batch
-from miner.automl.static import build_static
-from miner.automl.supernet import SupernetConfig, net_spec
+from miner.automl.supernet import SupernetConfig
 
 logger = logging.getLogger(__name__)
 SMALL = {
     "ofa_mbv3": {"space": SearchSpace(resolutions=(32, 48)), "num_classes": 10},
     "manta_mbv3": {"space": SearchSpace(resolutions=(40,)), "num_classes": 10},
+    "ofa_dispnetc": {"space": SearchSpace((3, 5, 7), (3.0, 4.0, 6.0), (1, 2, 3), (32, 64), 6)},
 }
 
 
@@ -51,9 +53,10 @@ def archs(config: SupernetConfig, n: int, seed: int = 0) -> list:
 
 
 def test_analytic_flops_and_params_equal_the_static_net(config: SupernetConfig) -> None:
+    layout = layout_of(config)
     for arch in archs(config, 20 if config.in_channels == 1 else 4):
-        net = build_static(net_spec(config, arch))
-        shape = (1, config.in_channels, arch.resolution, arch.resolution)
+        net = layout.build_static(arch)
+        shape = (1, *layout.input_shape(arch.resolution))
         assert count_flops(config, arch) == trace_flops(net, shape)
         assert count_params(config, arch) == sum(p.numel() for p in net.parameters())
 

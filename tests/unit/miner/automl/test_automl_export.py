@@ -1,4 +1,5 @@
-"""Export to safetensors + arch.json, and loading it back without the supernet code."""
+"""Export to safetensors + arch.json (+ a torch.export program), and loading it back without
+the supernet code, for every task kind; export equality over every registered supernet."""
 
 from __future__ import annotations
 
@@ -13,15 +14,18 @@ import numpy as np
 import pytest
 import torch
 
+from miner.automl.efficiency import layout_of
 from miner.automl.errors import CheckpointError
 from miner.automl.export import export_subnet, load_exported, load_exported_arch
-from miner.automl.registry import create_supernet
+from miner.automl.registry import create_supernet, list_supernets
+from miner.automl.space import SearchSpace
 
 # run in a fresh interpreter where the supernet modules cannot be imported
 LOADER = """
 import sys
 for name in ("miner.automl.supernet", "miner.automl.ops", "miner.automl.blocks",
-             "miner.automl.efficiency", "miner.automl.registry"):
+             "miner.automl.efficiency", "miner.automl.registry", "miner.automl.train",
+             "miner.automl.stereo.supernet"):
     sys.modules[name] = None
 from pathlib import Path
 import torch
@@ -29,8 +33,26 @@ from miner.automl.export import load_exported
 out = Path(sys.argv[1])
 net = load_exported(out)
 x = torch.load(out / "x.pt")
-torch.save(net(x), out / "y.pt")
+y = net(x)
+torch.save(y if isinstance(y, tuple) else (y,), out / "y.pt")
 """
+
+# every registered supernet at a small input size (stereo: 32x64 pairs)
+SMALL = {
+    "ofa_mbv3": {"space": SearchSpace(resolutions=(32,)), "num_classes": 10},
+    "manta_mbv3": {"space": SearchSpace(resolutions=(32,)), "num_classes": 10},
+    "ofa_dispnetc": {"space": SearchSpace((3, 5, 7), (3.0, 4.0, 6.0), (1, 2, 3), (32,), 6)},
+    "ofa_dispnetc_tiny": {"space": SearchSpace((3, 5), (2.0, 3.0, 4.0), (1, 2), (32,), 6)},
+}
+
+
+def as_tuple(y: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    return y if isinstance(y, tuple) else (y,)
+
+
+def close(got: object, want: object) -> bool:
+    return all(torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+               for a, b in zip(as_tuple(got), as_tuple(want), strict=True))  # type: ignore[arg-type]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -42,9 +64,10 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-def test_export_roundtrip_in_a_process_without_supernet_code(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["ofa_mbv3_tiny", "ofa_dispnetc_micro"])
+def test_export_roundtrip_in_a_process_without_supernet_code(tmp_path: Path, name: str) -> None:
     torch.manual_seed(0)
-    supernet = create_supernet("ofa_mbv3_tiny").eval()
+    supernet = create_supernet(name).eval()
     arch = supernet.space.sample(np.random.default_rng(3))
     with torch.no_grad():
         for p in supernet.parameters():
@@ -56,15 +79,17 @@ def test_export_roundtrip_in_a_process_without_supernet_code(tmp_path: Path) -> 
     assert description["arch"] == supernet.space.canonical(arch).to_dict()
     assert load_exported_arch(tmp_path) == supernet.space.canonical(arch)
 
-    x = torch.randn(3, 1, arch.resolution, arch.resolution)
+    shape = layout_of(supernet.config).input_shape(arch.resolution)
+    assert description["input_shape"] == list(shape)
+    x = torch.randn(3, *shape)
     supernet.set_active(arch)
     with torch.no_grad():
         want = supernet(x)
-        assert torch.allclose(load_exported(tmp_path)(x), want, rtol=1e-5, atol=1e-6)
+        assert close(load_exported(tmp_path)(x), want)
     torch.save(x, tmp_path / "x.pt")
     subprocess.run([sys.executable, "-c", LOADER, str(tmp_path)], check=True, timeout=120)
     got = torch.load(tmp_path / "y.pt")
-    assert torch.allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert close(got, want)
 
     # the torch-only program, pinned by arch.json, computes the same at any batch size
     assert exported.program_path is not None
@@ -73,8 +98,29 @@ def test_export_roundtrip_in_a_process_without_supernet_code(tmp_path: Path) -> 
     ).hexdigest()
     program = torch.export.load(str(exported.program_path)).module()
     with torch.no_grad():
-        assert torch.allclose(program(x), want, rtol=1e-5, atol=1e-6)
-        assert torch.allclose(program(x[:1]), want[:1], rtol=1e-5, atol=1e-6)
+        assert close(program(x), want)
+        assert close(program(x[:1]), tuple(w[:1] for w in as_tuple(want)))
+
+
+@pytest.mark.parametrize("name", list_supernets())
+def test_export_equals_the_supernet_on_random_subnets(tmp_path: Path, name: str) -> None:
+    """Every registered supernet: the exported static network computes what the supernet
+    computes with the same sub-network active (BN statistics perturbed, so they are copied)."""
+    torch.manual_seed(1)
+    supernet = create_supernet(name, **SMALL.get(name, {}))
+    with torch.no_grad():
+        for buf_name, buf in supernet.named_buffers():
+            if buf_name.endswith("running_var"):
+                buf.uniform_(0.5, 1.5)
+    supernet.eval()
+    rng = np.random.default_rng(5)
+    for i in range(2):
+        arch = supernet.space.sample(rng)
+        export_subnet(supernet, arch, tmp_path / str(i), program=False)
+        x = torch.randn(2, *layout_of(supernet.config).input_shape(arch.resolution))
+        supernet.set_active(arch)
+        with torch.no_grad():
+            assert close(load_exported(tmp_path / str(i))(x), supernet(x))
 
 
 def test_load_refuses_missing_or_corrupt(tmp_path: Path) -> None:

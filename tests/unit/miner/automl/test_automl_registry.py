@@ -45,3 +45,20 @@ def test_own_registry_refuses_duplicates() -> None:
     assert registry.create("mine").classifier.out_features == 3
     with pytest.raises(AutoMLError, match="twice"):
         registry.register("mine")(mine)
+
+
+def test_stereo_entries_live_in_the_same_registry() -> None:
+    from miner.automl.registry import create_supernet
+    from miner.automl.stereo.supernet import OFADispNetC, StereoConfig
+
+    assert {"ofa_dispnetc", "ofa_dispnetc_tiny"} <= set(list_supernets())
+    config = supernet_config("ofa_dispnetc_tiny", max_displacement=6)
+    assert isinstance(config, StereoConfig) and config.max_displacement == 6
+    assert config.stage_widths == supernet_config("ofa_dispnetc_tiny").stage_widths
+    assert isinstance(create_supernet("ofa_dispnetc_micro"), OFADispNetC)
+    with pytest.raises(AutoMLError, match="bad overrides"):
+        supernet_config("ofa_dispnetc", num_classes=10)  # a classification-only field
+    with pytest.raises(AutoMLError, match="6 stages"):
+        supernet_config("ofa_dispnetc", space=SearchSpace())
+    with pytest.raises(UnknownSupernetError, match="did you mean 'ofa_dispnetc_tiny'"):
+        supernet_config("ofa_dispnetc_tinny")

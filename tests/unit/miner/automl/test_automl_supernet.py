@@ -1,4 +1,5 @@
-"""The supernet: every registered variant runs, extracts exactly, reorders losslessly."""
+"""The supernet: every registered variant (classification and stereo) runs, extracts
+exactly, reorders losslessly."""
 
 from __future__ import annotations
 
@@ -9,15 +10,20 @@ import numpy as np
 import pytest
 import torch
 
+from miner.automl.efficiency import layout_of
 from miner.automl.errors import ArchError
 from miner.automl.registry import create_supernet, list_supernets
 from miner.automl.space import Arch, SearchSpace
 from miner.automl.supernet import OFASupernet
 
-# the big space at a small input size and a small classifier, so it runs in a unit test
+# the big spaces at a small input size and a small classifier, so they run in a unit test
+STEREO_SPACE = SearchSpace(kernel_sizes=(3, 5, 7), expand_ratios=(3.0, 4.0, 6.0),
+                           depths=(1, 2, 3), resolutions=(32,), n_stages=6)
 SMALL: dict[str, dict[str, Any]] = {
     "ofa_mbv3": {"space": SearchSpace(resolutions=(32, 40)), "num_classes": 10},
     "manta_mbv3": {"space": SearchSpace(resolutions=(32,)), "num_classes": 10},
+    "ofa_dispnetc": {"space": STEREO_SPACE},  # 32x64 pairs (non-square)
+    "ofa_dispnetc_tiny": {"space": SearchSpace((3, 5), (2.0, 3.0, 4.0), (1, 2), (32,), 6)},
 }
 
 
@@ -54,14 +60,29 @@ def randomize(net: torch.nn.Module, gen: torch.Generator) -> None:
 
 
 def inputs(net: OFASupernet, arch: Arch, batch: int = 2, seed: int = 0) -> torch.Tensor:
+    """A batch of the input ``arch`` takes: images, or stereo pairs on channels."""
     g = torch.Generator().manual_seed(seed)
-    r = arch.resolution
-    return torch.randn(batch, net.config.in_channels, r, r, generator=g)
+    return torch.randn(batch, *layout_of(net.config).input_shape(arch.resolution), generator=g)
 
 
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.detach(), b.detach()
+def flat(y: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Logits, or every stereo prediction, as one vector."""
+    parts = y if isinstance(y, tuple) else (y,)
+    return torch.cat([t.detach().flatten() for t in parts])
+
+
+def rel_err(a: Any, b: Any) -> float:
+    a, b = flat(a), flat(b)
     return float((a - b).abs().max() / b.abs().max())
+
+
+def check_output(net: OFASupernet, y: Any, x: torch.Tensor) -> None:
+    """Logits [B, classes], or 7 disparity maps with the finest at the input size."""
+    if net.task_kind == "stereo":
+        assert len(y) == 7 and y[-1].shape == (x.shape[0], 1, *x.shape[-2:])
+    else:
+        assert y.shape == (x.shape[0], net.config.num_classes)
+    assert torch.isfinite(flat(y)).all()
 
 
 @pytest.fixture(scope="module", params=list_supernets())
@@ -69,8 +90,9 @@ def supernet(request: pytest.FixtureRequest) -> OFASupernet:
     return build(request.param)
 
 
-def test_both_variants_registered() -> None:
-    assert {"ofa_mbv3", "ofa_mbv3_tiny"} <= set(list_supernets())
+def test_both_task_kinds_registered() -> None:
+    assert {"ofa_mbv3", "ofa_mbv3_tiny", "ofa_dispnetc", "ofa_dispnetc_tiny"} <= set(
+        list_supernets())
 
 
 def test_forward_max_min_random(supernet: OFASupernet) -> None:
@@ -80,15 +102,14 @@ def test_forward_max_min_random(supernet: OFASupernet) -> None:
     for arch in archs:
         supernet.set_active(arch)
         assert supernet.active_arch == space.canonical(arch)
-        y = supernet(inputs(supernet, arch))
-        assert y.shape == (2, supernet.config.num_classes)
-        assert torch.isfinite(y).all()
+        x = inputs(supernet, arch)
+        check_output(supernet, supernet(x), x)
 
 
 def test_extract_equals_supernet_on_random_subnets(supernet: OFASupernet) -> None:
     space = supernet.space
     rng = np.random.default_rng(7)
-    n = 50 if supernet.config.num_classes == 10 and supernet.config.in_channels == 1 else 8
+    n = 50 if supernet.task_kind == "classification" and supernet.config.in_channels == 1 else 8
     archs = [space.max_arch(), space.min_arch()] + [space.sample(rng) for _ in range(n)]
     supernet.eval()
     worst = 0.0
