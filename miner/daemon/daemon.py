@@ -306,7 +306,7 @@ class MinerDaemon:
             spec, error, floors = None, None, None
             try:
                 spec = await d.fetch_spec(event)
-                if spec.kind == "classification" and spec.kind in d.settings.policy.kinds:
+                if spec.kind in d.settings.policy.kinds:
                     # the engine's exact cost model (imports torch once): off the loop
                     floors = await asyncio.to_thread(policy.cost_floors, spec)
             except MantaError as exc:
@@ -395,7 +395,7 @@ class MinerDaemon:
         async with self._lock:
             await self.recover()
         settings = self._d.settings
-        if "classification" in settings.policy.kinds:
+        if settings.policy.kinds:
             await asyncio.to_thread(policy.warm_up)  # before the first TaskPosted, not during
         config = IndexerConfig.from_settings(settings.indexer, self._d.start_block)
         source = RpcBlockSource(self._d.rpc, self._d.market.address)

@@ -44,6 +44,7 @@ from eth_account.signers.local import LocalAccount
 
 import miner
 from miner.daemon import crashpoints, jobspec
+from miner.daemon.errors import DaemonError
 from miner.daemon.jobspec import JobFile
 from miner.daemon.progress import ProgressTailer
 from miner.daemon.result import equal_shares
@@ -57,6 +58,7 @@ from node.errors import MantaError
 logger = logging.getLogger(__name__)
 
 TRAINING = (TaskPhase.FORMED, TaskPhase.TRAINING, TaskPhase.SEARCHING)
+_LOWER_IS_BETTER = {"accuracy": False, "epe": True}  # the manifest's metrics, by name
 
 
 def _sha256_file(path: Path) -> str:
@@ -69,7 +71,11 @@ def _sha256_file(path: Path) -> str:
 
 def build_manifest(job: JobFile, job_dir: Path, spec_hash: str, reward_wei: int,
                    log_sha256: str) -> ResultManifest:
-    """The leader's manifest from a finished job folder (pure apart from reading it)."""
+    """The leader's manifest from a finished job folder (pure apart from reading it).
+
+    The search summary names its metric (``accuracy``, or ``epe`` for stereo); the Pareto
+    points carry the search's score, higher is better (accuracy, or −EPE).
+    """
     export = job_dir / jobspec.EXPORT_DIR
     summary = json.loads((export / "search.json").read_text(encoding="utf-8"))
     chosen = summary["chosen"]
@@ -77,24 +83,37 @@ def build_manifest(job: JobFile, job_dir: Path, spec_hash: str, reward_wei: int,
         ParetoPoint(arch=c["arch"], score=float(c["accuracy"]), flops=int(c["costs"]["flops"]),
                     params=int(c["costs"]["params"]) if "params" in c["costs"] else None)
         for c in summary["search"]["front"])
+    metric = _metric(summary)
     return ResultManifest(
         task_id=job.task_id, spec_hash=spec_hash, arch=chosen["arch"],
         weights_sha256="0x" + _sha256_file(export / "model.safetensors"),
         arch_json_sha256="0x" + _sha256_file(export / "arch.json"),
-        metrics=Metrics(accuracy=float(summary["val_accuracy"]),
+        metrics=Metrics(**{metric: float(summary[f"val_{metric}"])},
                         flops=int(chosen["costs"]["flops"]),
                         params=int(chosen["costs"].get("params", 0))),
         pareto_front=front, training_log_sha256="0x" + log_sha256, group=job.group,
         shares_wei=equal_shares(reward_wei, len(job.group)), largest=_largest(summary))
 
 
+def _metric(summary: dict[str, Any]) -> str:
+    """The search summary's metric: ``accuracy`` (also when unnamed, as older runners wrote
+    it) or ``epe``."""
+    metric = str(summary.get("metric", "accuracy"))
+    if metric not in _LOWER_IS_BETTER:
+        raise DaemonError(f"search summary metric {metric!r} is not one a manifest reports")
+    return metric
+
+
 def _largest(summary: dict[str, Any]) -> ParetoPoint | None:
-    """The search summary's largest sub-network (None from a runner that did not write it)."""
+    """The search summary's largest sub-network (None from a runner that did not write it),
+    scored like the front (higher is better)."""
     largest = summary.get("largest")
     if largest is None:
         return None
+    metric = _metric(summary)
+    value = float(largest[f"val_{metric}"])
     costs = largest["costs"]
-    return ParetoPoint(arch=largest["arch"], score=float(largest["val_accuracy"]),
+    return ParetoPoint(arch=largest["arch"], score=-value if _LOWER_IS_BETTER[metric] else value,
                        flops=int(costs["flops"]),
                        params=int(costs["params"]) if "params" in costs else None)
 
@@ -297,8 +316,11 @@ class JobSupervisor:
         crashpoints.crash_point("result.before_sign")
         root = await services.daemon.publish_result(job.task_id, manifest)
         self.published[job.task_id] = root
-        logger.info("result published task=%d root=%s accuracy=%.4f flops=%d", job.task_id,
-                    root, manifest.metrics.accuracy or 0.0, manifest.metrics.flops)
+        metrics = manifest.metrics
+        measured = (f"epe={metrics.epe:.4f}" if metrics.epe is not None
+                    else f"accuracy={metrics.accuracy or 0.0:.4f}")
+        logger.info("result published task=%d root=%s %s flops=%d", job.task_id, root,
+                    measured, metrics.flops)
         return root
 
     # ---- restart and shutdown ---------------------------------------------------------------

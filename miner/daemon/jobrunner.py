@@ -17,6 +17,8 @@ the first line of **stdin** (never argv, environment or disk), then:
 2. on the leader only: measures sub-networks, fits the predictor, searches under the
    spec's limits, recalibrates BN and exports into ``JOB_DIR/export`` (``run_search``);
 3. appends progress lines to ``JOB_DIR/progress.jsonl`` throughout, ``done`` at the end.
+   Metrics are named by the task's metric: ``accuracy`` / ``val_accuracy`` for
+   classification, ``epe`` / ``val_epe`` (pixels, lower is better) for stereo.
 
 ``python -m miner.daemon.jobrunner --standby`` is the same runner started ahead of need: it
 reads the key, imports torch and the engine, then waits for its job folder on the next line of
@@ -205,9 +207,9 @@ def _train(job: JobFile, key: str, job_dir: Path, progress: Path) -> None:
         update: dict[str, Any] = {
             "phase": "training", "epoch": report.epoch, "step": report.global_step,
             "total_steps": report.total_steps, "train_phase": report.phase,
-            "subnets": [{"name": subnet_name(i), "loss": loss, "accuracy": acc}
-                        for i, (loss, acc) in enumerate(zip(report.losses, report.accuracies,
-                                                            strict=True))],
+            "subnets": [{"name": subnet_name(i), "loss": loss, report.metric: value}
+                        for i, (loss, value) in enumerate(zip(report.losses, report.accuracies,
+                                                              strict=True))],
             "samples_per_s": report.samples_per_s, "peers": list(job.group),
             "time_s": time.time()}
         if exchange is not None:
@@ -233,7 +235,8 @@ def _train(job: JobFile, key: str, job_dir: Path, progress: Path) -> None:
         if exchange is not None:
             exchange.close()
     append_progress(progress, {"phase": "training", "step": summary.global_step,
-                               "val_accuracy": summary.val_accuracy, "time_s": time.time()})
+                               f"val_{summary.metric}": summary.val_accuracy,
+                               "time_s": time.time()})
 
 
 def _search(job: JobFile, job_dir: Path, progress: Path) -> None:
@@ -253,7 +256,8 @@ def _search(job: JobFile, job_dir: Path, progress: Path) -> None:
             crashpoints.crash_point("runner.searching", os.getppid())
 
         summary = run_search(prepared, on_subnet)
-        append_progress(progress, {"phase": "exporting", "val_accuracy": summary.val_accuracy,
+        append_progress(progress, {"phase": "exporting",
+                                   f"val_{summary.metric}": summary.val_accuracy,
                                    "front_size": summary.front_size, "time_s": time.time()})
 
 

@@ -11,6 +11,13 @@ engine's :class:`~miner.automl.config.TrainConfig`; :func:`search_limits` maps t
 constraint onto the search's cost limits. Both are deterministic, so every member of a
 group derives the same config (hence the same config hash, the same step plan and the same
 sub-networks per step, as the data-parallel scheme requires).
+
+Both task kinds are trained. A ``stereo`` spec names a stereo supernet
+(``ofa_dispnetc*``) and the built-in ``procedural-stereo`` dataset; the spec's search space
+replaces the supernet's six-stage one (``resolutions`` are image heights, the width follows
+the supernet's aspect; the largest disparity is the supernet's correlation range), and it
+trains with AdamW (the phase ``lr`` is AdamW's), the stereo head's optimizer, and evaluates
+in batches of the training batch size.
 """
 
 from __future__ import annotations
@@ -30,6 +37,12 @@ RESULT_FILE = "result.json"
 RUN_DIR = "run"
 EXPORT_DIR = "export"
 LOG_FILE = "training.log"
+
+# The stereo supernet's searchable stages (``miner.automl.stereo.static_net.N_STAGES``, not
+# imported: that module imports torch, and the daemon reads this module without it).
+STEREO_STAGES = 6
+STEREO_DATASETS = ("procedural-stereo",)
+TRAINED_KINDS = ("classification", "stereo")
 
 
 class JobFile(BaseModel):
@@ -71,8 +84,7 @@ def train_config(spec: TaskSpec, dataset_path: Path | str | None = None,
     The spec's search space replaces the supernet's; ``dataset_path`` is where a dataset
     given by URL was stored (built-in datasets are named).
     """
-    if spec.kind != "classification":
-        raise ConfigError(f"task kind {spec.kind!r} is not trained by this job runner")
+    check_trainable(spec)
     if spec.dataset.name is not None:
         dataset = spec.dataset.name
     elif dataset_path is not None:
@@ -96,18 +108,50 @@ def train_config(spec: TaskSpec, dataset_path: Path | str | None = None,
         distill_weight=training.distill_weight,
         label_smoothing=training.label_smoothing,
         checkpoint_every_steps=checkpoint_every_steps,
+        **_kind_settings(spec),
     )
 
 
+def _kind_settings(spec: TaskSpec) -> dict[str, Any]:
+    """TrainConfig fields a task kind sets beyond the spec. Stereo trains with AdamW and
+    evaluates (and recalibrates) in batches of the training batch size: a pair is two images
+    plus a disparity map, and the engine's default evaluation batch (256) would not fit."""
+    if spec.kind == "stereo":
+        return {"optimizer": "adamw", "eval_batch_size": spec.training.batch_size}
+    return {}
+
+
+def check_trainable(spec: TaskSpec) -> None:
+    """Raise :class:`ConfigError` unless this runner can train ``spec``'s kind on its data.
+
+    A stereo spec needs a built-in stereo dataset (the stereo head reads no dataset file),
+    and only a stereo spec can use one.
+    """
+    if spec.kind not in TRAINED_KINDS:
+        raise ConfigError(f"task kind {spec.kind!r} is not trained by this job runner")
+    if spec.kind == "stereo" and spec.dataset.name not in STEREO_DATASETS:
+        given = spec.dataset.name or "a dataset given by URL"
+        raise ConfigError(f"a stereo task trains on {list(STEREO_DATASETS)}, not {given}")
+    if spec.kind != "stereo" and spec.dataset.name in STEREO_DATASETS:
+        raise ConfigError(f"{spec.dataset.name} is a stereo dataset, the task is {spec.kind}")
+
+
 def supernet_overrides(spec: TaskSpec) -> dict[str, Any]:
-    """The registry overrides that make ``spec.training.supernet`` the spec's search space."""
+    """The registry overrides that make ``spec.training.supernet`` the spec's search space.
+
+    A stereo space also names its stage count (the classification space keeps the
+    supernet's default, and its overrides, hence config hashes, stay as they were).
+    """
     space = spec.search_space
-    return {"space": {
+    overrides: dict[str, Any] = {
         "kernel_sizes": list(space.kernel_sizes),
         "expand_ratios": list(space.expand_ratios),
         "depths": list(space.depths),
         "resolutions": list(space.resolutions),
-    }}
+    }
+    if spec.kind == "stereo":
+        overrides["n_stages"] = STEREO_STAGES
+    return {"space": overrides}
 
 
 def search_limits(spec: TaskSpec) -> dict[str, float]:

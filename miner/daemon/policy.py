@@ -14,11 +14,16 @@ Estimates (documented, deliberately simple; the operator calibrates ``units_per_
 - *memory* = 0.5 GiB + batch × (max resolution/224)² × 0.03 GiB (activations of a
   mobile supernet at its largest setting, plus weights and workspace).
 
+The same estimates serve both task kinds (a stereo space's resolution is its image height);
+``units_per_hour`` is the operator's calibration either way.
+
 Feasibility is exact, not estimated: :func:`cost_floors` gives the cost of the cheapest
 sub-network of the spec's search space under the training engine's own cost model (the
-additive FLOPs and parameter tables the search uses), and a constraint below it can never be
-met: claiming would only forfeit the bond. A latency limit is refused too (this miner's job
-runner has no device latency tables).
+additive FLOPs and parameter tables the search uses, for the classification or the stereo
+supernet the spec names), and a constraint below it can never be met: claiming would only
+forfeit the bond. A latency limit is refused too (this miner's job runner has no device
+latency tables), and so is a spec the job runner cannot train (a stereo task on a dataset
+that is not a stereo one, or the other way round).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from miner.daemon import jobspec
 from miner.daemon.settings import CapacitySettings, PolicySettings
 from node.chain.models import ZERO_ADDRESS, TaskPosted
 from node.documents.spec import TaskSpec
+from node.errors import ConfigError
 
 REFERENCE_RESOLUTION = 224
 REFERENCE_EXPAND = 6.0
@@ -83,15 +89,21 @@ def cost_floors(spec: TaskSpec) -> dict[str, float]:
     """The cheapest sub-network of ``spec``'s search space per limited cost: ``flops``
     (multiply-accumulates) and ``params``, exact, from the engine's additive cost tables.
 
-    Only for ``classification`` specs (the kind the job runner trains). Imports the AutoML
-    engine (torch) on first use, so the daemon calls it off its event loop. An unknown
-    supernet or a space it cannot take raises :class:`~miner.automl.errors.AutoMLError`.
+    Imports the AutoML engine (torch) on first use, so the daemon calls it off its event
+    loop. An unknown supernet, a space it cannot take, or a supernet of another task kind
+    than the spec's raises :class:`~miner.automl.errors.AutoMLError`.
     """
     from miner.automl.efficiency import flops_table, params_table
+    from miner.automl.errors import AutoMLError
     from miner.automl.registry import supernet_config
     from miner.automl.search import cheapest
+    from miner.automl.stereo.supernet import StereoConfig
 
-    config = supernet_config(spec.training.supernet, **jobspec.supernet_overrides(spec))
+    name = spec.training.supernet
+    config = supernet_config(name, **jobspec.supernet_overrides(spec))
+    kind = "stereo" if isinstance(config, StereoConfig) else "classification"
+    if kind != spec.kind:
+        raise AutoMLError(f"supernet {name!r} is a {kind} supernet, the task is {spec.kind}")
     return {"flops": cheapest(flops_table(config))[0],
             "params": cheapest(params_table(config))[0]}
 
@@ -174,6 +186,10 @@ def decide(
         return _refuse(f"spec_hash_mismatch: chain 0x{task.spec_hash.hex()}, spec 0x{actual}")
     if spec.kind not in policy.kinds:
         return _refuse(f"kind_not_served: {spec.kind} (serving {', '.join(policy.kinds)})")
+    try:
+        jobspec.check_trainable(spec)
+    except ConfigError as exc:
+        return _refuse(f"spec_untrainable: {exc}")
     problem = infeasible(spec, floors)
     if problem is not None:
         return _refuse(problem)

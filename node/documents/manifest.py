@@ -22,7 +22,9 @@ Address = Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{40}$")]
 
 
 class Metrics(BaseModel):
-    """Measured on the miner's validation split; ``accuracy`` or ``epe`` by task kind."""
+    """Measured on the miner's validation split; ``accuracy`` (a fraction) for a
+    classification task, ``epe`` (end-point error, in pixels) for a stereo task; the other
+    one is None."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -32,8 +34,18 @@ class Metrics(BaseModel):
     params: int = Field(ge=0)
     latency_ms: float | None = Field(None, ge=0.0)
 
+    @model_validator(mode="after")
+    def _one_task_metric(self) -> Metrics:
+        if (self.accuracy is None) == (self.epe is None):
+            raise ValueError("give exactly one of 'accuracy' (classification) or 'epe' (stereo)")
+        return self
+
 
 class ParetoPoint(BaseModel):
+    """A sub-network and its costs. ``score`` is higher-is-better whatever the task: the
+    accuracy for classification, the negated EPE (−px) for stereo, as the search ranks them
+    (so a front sorts the same way for both kinds)."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     arch: dict[str, Any]

@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 from eth_account import Account
 
-from miner.daemon.jobspec import JobFile, search_limits, shard_indices, train_config
+from miner.daemon import jobspec
+from miner.daemon.jobspec import (
+    STEREO_STAGES,
+    JobFile,
+    check_trainable,
+    search_limits,
+    shard_indices,
+    supernet_overrides,
+    train_config,
+)
 from node.documents.spec import (
     Constraint,
     DatasetRef,
@@ -62,11 +71,55 @@ def test_limits_from_the_constraint() -> None:
         search_limits(latency)
 
 
-def test_stereo_is_not_this_runners_job() -> None:
-    stereo = spec(kind="stereo", objective="min_epe",
-                  dataset=DatasetRef(name="procedural-stereo"))
+def stereo_spec(**changes: object) -> TaskSpec:
+    return spec(**{"kind": "stereo", "objective": "min_epe",
+                   "dataset": DatasetRef(name="procedural-stereo"),
+                   "training": TrainingBudget(supernet="ofa_dispnetc_micro", batch_size=16,
+                                              phases=(PhaseBudget(name="full", epochs=1,
+                                                                  lr=0.003),)),
+                   "search_space": SearchSpaceSpec(kernel_sizes=(3, 5), expand_ratios=(2.0,),
+                                                   depths=(1, 2), resolutions=(32,)),
+                   **changes})
+
+
+def test_stereo_train_config_has_a_six_stage_space_adamw_and_small_eval_batches() -> None:
+    config = train_config(stereo_spec())
+    assert config.dataset == "procedural-stereo" and config.supernet == "ofa_dispnetc_micro"
+    assert config.overrides["space"] == {"kernel_sizes": [3, 5], "expand_ratios": [2.0],
+                                         "depths": [1, 2], "resolutions": [32],
+                                         "n_stages": 6}
+    assert config.optimizer == "adamw" and config.eval_batch_size == 16
+
+
+def test_classification_config_is_as_before() -> None:
+    config = train_config(spec())
+    assert "n_stages" not in config.overrides["space"]
+    assert config.optimizer == "sgd" and config.eval_batch_size == 256  # the engine's defaults
+
+
+def test_the_stereo_space_builds_the_engines_stereo_supernet() -> None:
+    from miner.automl.data import STEREO_DATASETS
+    from miner.automl.registry import supernet_config
+    from miner.automl.stereo.static_net import N_STAGES
+    from miner.automl.stereo.supernet import StereoConfig
+
+    assert STEREO_STAGES == N_STAGES and jobspec.STEREO_DATASETS == STEREO_DATASETS
+    stereo = stereo_spec()
+    config = supernet_config("ofa_dispnetc_micro", **supernet_overrides(stereo))
+    assert isinstance(config, StereoConfig)
+    assert config.space.kernel_sizes == (3, 5) and config.space.expand_ratios == (2.0,)
+
+
+@pytest.mark.parametrize("bad", [
+    stereo_spec(dataset=DatasetRef(name="digits")),
+    stereo_spec(dataset=DatasetRef(url="https://example.org/d.npz", sha256="0x" + "ab" * 32)),
+    spec(dataset=DatasetRef(name="procedural-stereo")),
+], ids=["stereo-on-digits", "stereo-by-url", "classification-on-stereo-pairs"])
+def test_a_dataset_of_the_other_kind_is_refused(bad: TaskSpec) -> None:
     with pytest.raises(ConfigError):
-        train_config(stereo)
+        check_trainable(bad)
+    with pytest.raises(ConfigError):
+        train_config(bad, "/data/ab")
 
 
 def test_shards_are_disjoint_and_equal() -> None:

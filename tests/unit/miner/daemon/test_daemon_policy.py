@@ -37,6 +37,21 @@ def make_spec(**changes: Any) -> TaskSpec:
 SPEC = make_spec()
 
 
+def make_stereo_spec(**changes: Any) -> TaskSpec:
+    base: dict[str, Any] = {
+        "kind": "stereo", "objective": "min_epe", "dataset": DatasetRef(name="procedural-stereo"),
+        "search_space": SearchSpaceSpec(kernel_sizes=(3, 5), expand_ratios=(2.0, 4.0),
+                                        depths=(1, 2), resolutions=(32,)),
+        "training": TrainingBudget(supernet="ofa_dispnetc_micro", batch_size=16),
+        "constraint": Constraint(max_flops=10**7),
+    }
+    base.update(changes)
+    return TaskSpec(**base)
+
+
+STEREO = make_stereo_spec()
+
+
 def make_task(spec: TaskSpec = SPEC, **changes: Any) -> TaskPosted:
     fields: dict[str, Any] = {
         "block_number": 5, "block_hash": b"\x01" * 32, "tx_hash": b"\x02" * 32, "log_index": 0,
@@ -101,6 +116,16 @@ CASES = [
              max_flops=10**6, max_params=100)), floors={"flops": 1.0, "params": 101.0}),
     Case("a latency limit this miner cannot check", False, "constraint_unsupported",
          spec=make_spec(constraint=Constraint(max_latency_ms=5.0, device_profile="pixel7"))),
+    Case("a stereo task", True, "claim", spec=STEREO, policy={"kinds": ("stereo",)}),
+    Case("a stereo task, stereo not served", False, "kind_not_served", spec=STEREO),
+    Case("a stereo task on a classification dataset", False, "spec_untrainable",
+         spec=make_stereo_spec(dataset=DatasetRef(name="digits")),
+         policy={"kinds": ("stereo",)}),
+    Case("a classification task on stereo pairs", False, "spec_untrainable",
+         spec=make_spec(dataset=DatasetRef(name="procedural-stereo"))),
+    Case("a stereo max flops below the cheapest sub-network", False,
+         "constraint_infeasible: max_flops", spec=STEREO, policy={"kinds": ("stereo",)},
+         floors={"flops": 10**7 + 1, "params": 1.0}),
 ]
 
 
@@ -155,3 +180,30 @@ def test_cost_floors_of_an_unknown_supernet_is_a_named_error() -> None:
 
     with pytest.raises(UnknownSupernetError):
         cost_floors(make_spec(training=TrainingBudget(supernet="ofa_nope")))
+
+
+def test_stereo_cost_floors_are_the_smallest_stereo_sub_network() -> None:
+    from miner.automl.efficiency import count_flops, count_params
+    from miner.automl.registry import supernet_config
+    from miner.daemon.jobspec import supernet_overrides
+
+    floors = cost_floors(STEREO)
+    config = supernet_config("ofa_dispnetc_micro", **supernet_overrides(STEREO))
+    smallest = config.space.min_arch()
+    assert floors == {"flops": count_flops(config, smallest),
+                      "params": count_params(config, smallest)}
+    below = make_stereo_spec(constraint=Constraint(max_flops=int(floors["flops"]) - 1))
+    verdict = decide(make_task(below), below, None, PolicySettings(kinds=("stereo",)),
+                     CapacitySettings(), 0, NOW, cost_floors(below))
+    assert not verdict.claim and verdict.reason.startswith("constraint_infeasible: max_flops")
+
+
+@pytest.mark.parametrize("spec", [
+    make_stereo_spec(training=TrainingBudget(supernet="ofa_mbv3_tiny")),
+    make_spec(training=TrainingBudget(supernet="ofa_dispnetc_micro")),
+], ids=["stereo-task-classification-net", "classification-task-stereo-net"])
+def test_cost_floors_refuse_a_supernet_of_the_other_kind(spec: TaskSpec) -> None:
+    from miner.automl.errors import AutoMLError
+
+    with pytest.raises(AutoMLError):
+        cost_floors(spec)

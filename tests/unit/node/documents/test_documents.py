@@ -116,3 +116,28 @@ def test_manifest_largest_network_is_optional_and_keeps_old_roots() -> None:
     assert again.largest is not None and again.largest.flops == 5000
     with pytest.raises(ValueError):
         _manifest(largest={**largest, "flops": -1})
+
+
+def test_classification_metrics_keep_their_canonical_form() -> None:
+    # "epe" has been in Metrics from the start (as null): classification roots are unchanged
+    assert b'"metrics":{"accuracy":0.9,"epe":null,"flops":1000,"latency_ms":null,"params":10}' \
+        in _manifest().canonical()
+
+
+def test_stereo_manifest_reports_epe_and_negated_scores() -> None:
+    stereo = _manifest(metrics={"epe": 1.25, "flops": 1000, "params": 10},
+                       pareto_front=[{"arch": {"depth": [2, 2]}, "score": -1.25, "flops": 1000}],
+                       largest={"arch": {"depth": [4, 4]}, "score": -1.0, "flops": 5000})
+    again = parse_manifest_checked(stereo.canonical(), stereo.result_root())
+    assert again.metrics.epe == 1.25 and again.metrics.accuracy is None
+    assert again.largest is not None and again.largest.score == -1.0
+
+
+@pytest.mark.parametrize("metrics", [
+    {"flops": 1, "params": 1},  # no task metric
+    {"accuracy": 0.5, "epe": 1.0, "flops": 1, "params": 1},  # two task kinds at once
+    {"epe": -0.1, "flops": 1, "params": 1},
+])
+def test_metrics_need_exactly_one_valid_task_metric(metrics: dict) -> None:
+    with pytest.raises(ValueError):
+        _manifest(metrics=metrics)
