@@ -10,7 +10,8 @@ stdout/stderr free for logs. Fields (all optional except ``phase``; unknown fiel
 
 ``phase`` (``fetching|training|searching|calibrating|exporting|signing|submitting|done|failed``),
 ``epoch``, ``step``, ``total_steps``, ``subnets`` (list of ``{"name", "loss", "accuracy"}``
-for the sub-networks sampled at that step), ``samples_per_s``, ``peers`` (list of
+for the sub-networks sampled at that step; ``"epe"`` in place of ``"accuracy"`` on a stereo
+task), ``samples_per_s``, ``peers`` (list of
 addresses), ``grad_bytes_sent``, ``grad_bytes_received``, ``time_s`` (unix time).
 
 **Hub (daemon → subscribers).** :class:`ProgressHub` keeps the latest snapshot per task
