@@ -197,7 +197,7 @@ class JobSupervisor:
         job_dir = self._paths.task_dir(record.task_id)
         proc = await self._take_standby(job_dir)
         if proc is None:
-            proc = await self._spawn(str(job_dir), job_dir / jobspec.LOG_FILE)
+            proc = await self._spawn([str(job_dir)], job_dir / jobspec.LOG_FILE)
         crashpoints.crash_point("job.spawned")
         self._procs[job.task_id] = proc
         logger.info("training started task=%d slot=%d members=%d pid=%d", job.task_id,
@@ -205,8 +205,9 @@ class JobSupervisor:
         self._watchers[job.task_id] = asyncio.create_task(
             self._watch(services, job, proc, restarts), name=f"job-{job.task_id}")
 
-    async def _spawn(self, target: str, log_path: Path) -> asyncio.subprocess.Process:
-        """A runner for ``target`` (a job folder, or ``--standby``) with the key on its stdin."""
+    async def _spawn(self, args: list[str], log_path: Path) -> asyncio.subprocess.Process:
+        """A runner with ``args`` (``[JOB_DIR]`` or ``["--standby", TASKS_DIR]``) and the key
+        on its stdin."""
         root = str(Path(miner.__file__).resolve().parents[1])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
@@ -216,7 +217,7 @@ class JobSupervisor:
         log = log_path.open("ab")
         try:
             proc = await asyncio.create_subprocess_exec(
-                self._python, "-m", "miner.daemon.jobrunner", target,
+                self._python, "-m", "miner.daemon.jobrunner", *args,
                 stdin=asyncio.subprocess.PIPE, stdout=log, stderr=log, env=env)
         finally:
             log.close()
@@ -231,8 +232,10 @@ class JobSupervisor:
         if not self._standby_wanted or (self._standby is not None
                                         and self._standby.returncode is None):
             return
-        self._paths.data_dir.mkdir(parents=True, exist_ok=True)
-        self._standby = await self._spawn("--standby", self._paths.data_dir / "standby.log")
+        tasks = self._paths.task_dir(0).parent
+        tasks.mkdir(parents=True, exist_ok=True)
+        self._standby = await self._spawn(["--standby", str(tasks)],
+                                          self._paths.data_dir / "standby.log")
 
     async def _take_standby(self, job_dir: Path) -> asyncio.subprocess.Process | None:
         """The standby runner, handed ``job_dir``; None if there is none alive."""

@@ -20,9 +20,11 @@ the first line of **stdin** (never argv, environment or disk), then:
    Metrics are named by the task's metric: ``accuracy`` / ``val_accuracy`` for
    classification, ``epe`` / ``val_epe`` (pixels, lower is better) for stereo.
 
-``python -m miner.daemon.jobrunner --standby`` is the same runner started ahead of need: it
-reads the key, imports torch and the engine, then waits for its job folder on the next line of
-stdin (the daemon keeps one ready, see :class:`~miner.daemon.job.JobSupervisor`).
+``python -m miner.daemon.jobrunner --standby TASKS_DIR`` is the same runner started ahead of
+need: it reads the key, imports torch and the engine, then waits for its job folder (inside
+``TASKS_DIR``) on the next line of stdin (the daemon keeps one ready, see
+:class:`~miner.daemon.job.JobSupervisor`). Either way a runner that holds its job folder's
+lock writes its pid to ``JOB_DIR/runner.pid``.
 
 Exit status 0 when everything finished. The runner also ends itself when its stdin closes
 (the daemon died: a restarted daemon starts a fresh runner, which waits on the job folder's
@@ -297,14 +299,16 @@ def _log_to(path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``JOB_DIR``: run that job. ``--standby``: import everything first, then wait for the
-    job folder as the second line of stdin (the daemon keeps one such runner ready, so a
-    formed group's training starts without the interpreter's and torch's start-up); an
-    end of stdin before it means the daemon is gone or needs no runner: exit quietly."""
+    """``JOB_DIR``: run that job. ``--standby TASKS_DIR``: import everything first, then
+    wait for the job folder (one inside ``TASKS_DIR``) as the second line of stdin (the
+    daemon keeps one such runner ready, so a formed group's training starts without the
+    interpreter's and torch's start-up); an end of stdin before it means the daemon is gone
+    or needs no runner: exit quietly."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 1:
-        print("usage: python -m miner.daemon.jobrunner JOB_DIR | --standby  (key on stdin)",
-              file=sys.stderr)
+    if not ((len(args) == 1 and not args[0].startswith("-"))
+            or (len(args) == 2 and args[0] == "--standby")):
+        print("usage: python -m miner.daemon.jobrunner JOB_DIR | --standby TASKS_DIR"
+              "  (key on stdin)", file=sys.stderr)
         return 2
     key = sys.stdin.readline().strip()
     if not key:
@@ -316,6 +320,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not line:
             return EXIT_PARENT_GONE
         job_dir = Path(line)
+        if job_dir.resolve().parent != Path(args[1]).resolve():
+            print(f"job folder {job_dir} is not in {args[1]}", file=sys.stderr)
+            return 2
         _log_to(job_dir / jobspec.LOG_FILE)
     else:
         job_dir = Path(args[0])
@@ -327,6 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _preload()
     with (job_dir / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a runner of a killed daemon may still be exiting
+        (job_dir / jobspec.PID_FILE).write_text(f"{os.getpid()}\n", encoding="utf-8")
         try:
             run_job(job_dir, key)
         except Exception as exc:

@@ -37,6 +37,8 @@ RESULT_FILE = "result.json"
 RUN_DIR = "run"
 EXPORT_DIR = "export"
 LOG_FILE = "training.log"
+PID_FILE = "runner.pid"  # the runner holding the job folder's lock (a standby one has no
+#                          job folder on its command line)
 
 # The stereo supernet's searchable stages (``miner.automl.stereo.static_net.N_STAGES``, not
 # imported: that module imports torch, and the daemon reads this module without it).

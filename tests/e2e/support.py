@@ -211,15 +211,17 @@ def log_of(miner: MinerProcess) -> str:
 
 
 def live_runners(miner: MinerProcess) -> list[int]:
-    """Pids of live training runners of this daemon (found by their job folder)."""
-    marker = str(miner.data_dir / "tasks")
+    """Pids of live training runners of this daemon: those named in its job folders'
+    ``runner.pid`` (a runner handed its job on standby has no job folder in its command line)."""
     found = []
-    for proc in Path("/proc").glob("[0-9]*"):
+    for pid_file in (miner.data_dir / "tasks").glob("*/runner.pid"):
         try:
+            pid = int(pid_file.read_text().strip())
+            proc = Path("/proc") / str(pid)
             state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, IndexError):
+        except (OSError, IndexError, ValueError):
             continue
-        if state not in {"Z", "X"} and "miner.daemon.jobrunner" in cmdline and marker in cmdline:
-            found.append(int(proc.name))
+        if state not in {"Z", "X"} and "miner.daemon.jobrunner" in cmdline:
+            found.append(pid)
     return found
