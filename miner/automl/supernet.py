@@ -17,7 +17,8 @@ without building anything, which the cost models in ``efficiency`` use.
 from __future__ import annotations
 
 import logging
-from typing import ClassVar
+from collections.abc import Sequence
+from typing import ClassVar, Protocol
 
 import torch
 from pydantic import BaseModel, ConfigDict, model_validator
@@ -66,22 +67,7 @@ class SupernetConfig(BaseModel):
 
     def slot_configs(self) -> list[ElasticBlockConfig]:
         """One elastic block config per slot, stage-major (``space.n_slots`` of them)."""
-        s = self.space
-        configs = []
-        for stage in range(s.n_stages):
-            prev = self.stage_widths[stage - 1] if stage else self.stem_width
-            for i in range(s.max_depth):
-                configs.append(ElasticBlockConfig(
-                    in_channels=prev if i == 0 else self.stage_widths[stage],
-                    out_channels=self.stage_widths[stage],
-                    stride=self.stage_strides[stage] if i == 0 else 1,
-                    kernel_sizes=s.kernel_sizes,
-                    expand_ratios=s.expand_ratios,
-                    se=self.stage_se[stage],
-                    act=self.stage_acts[stage],
-                    divisor=self.channel_divisor,
-                ))
-        return configs
+        return stage_slot_configs(self, [self.stem_width, *self.stage_widths[:-1]])
 
 
 def net_spec(config: SupernetConfig, arch: Arch) -> NetSpec:
@@ -98,6 +84,46 @@ def net_spec(config: SupernetConfig, arch: Arch) -> NetSpec:
         blocks=tuple(blocks), head_width=config.head_width,
         feature_width=config.feature_width, head_act=config.head_act, dropout=config.dropout,
     )
+
+
+class StagedConfig(Protocol):
+    """What :func:`stage_slot_configs` reads of a supernet config (both task kinds have it)."""
+
+    @property
+    def space(self) -> SearchSpace: ...
+    @property
+    def stage_widths(self) -> tuple[int, ...]: ...
+    @property
+    def stage_strides(self) -> tuple[int, ...]: ...
+    @property
+    def stage_se(self) -> tuple[bool, ...]: ...
+    @property
+    def stage_acts(self) -> tuple[str, ...]: ...
+    @property
+    def channel_divisor(self) -> int: ...
+
+
+def stage_slot_configs(config: StagedConfig, stage_inputs: Sequence[int]
+                       ) -> list[ElasticBlockConfig]:
+    """One elastic block config per slot, stage-major: ``space.max_depth`` slots per stage,
+    the first taking ``stage_inputs[stage]`` channels at the stage's stride, the rest the
+    stage's width at stride 1."""
+    s = config.space
+    configs = []
+    for stage in range(s.n_stages):
+        width = config.stage_widths[stage]
+        for i in range(s.max_depth):
+            configs.append(ElasticBlockConfig(
+                in_channels=stage_inputs[stage] if i == 0 else width,
+                out_channels=width,
+                stride=config.stage_strides[stage] if i == 0 else 1,
+                kernel_sizes=s.kernel_sizes,
+                expand_ratios=s.expand_ratios,
+                se=config.stage_se[stage],
+                act=config.stage_acts[stage],
+                divisor=config.channel_divisor,
+            ))
+    return configs
 
 
 class OFASupernet(nn.Module):

@@ -37,7 +37,7 @@ from miner.automl.stereo.static_net import (
     StereoStaticNet,
     stereo_forward,
 )
-from miner.automl.supernet import OFASupernet
+from miner.automl.supernet import OFASupernet, stage_slot_configs
 
 
 class StereoConfig(BaseModel):
@@ -91,25 +91,13 @@ class StereoConfig(BaseModel):
         return float(self.max_displacement * stride)
 
     def slot_configs(self) -> list[ElasticBlockConfig]:
-        """One elastic block config per slot, stage-major (``space.n_slots`` of them)."""
-        s = self.space
+        """One elastic block config per slot, stage-major (``space.n_slots`` of them); the
+        first decoder stage takes the fused correlation and left features."""
         fused = self.head_spec().fused_channels
-        configs = []
-        for stage in range(N_STAGES):
-            prev = (self.stem_width if stage == 0 else
-                    fused if stage == N_ENCODER else self.stage_widths[stage - 1])
-            for i in range(s.max_depth):
-                configs.append(ElasticBlockConfig(
-                    in_channels=prev if i == 0 else self.stage_widths[stage],
-                    out_channels=self.stage_widths[stage],
-                    stride=self.stage_strides[stage] if i == 0 else 1,
-                    kernel_sizes=s.kernel_sizes,
-                    expand_ratios=s.expand_ratios,
-                    se=self.stage_se[stage],
-                    act=self.stage_acts[stage],
-                    divisor=self.channel_divisor,
-                ))
-        return configs
+        inputs = [self.stem_width if stage == 0 else
+                  fused if stage == N_ENCODER else self.stage_widths[stage - 1]
+                  for stage in range(N_STAGES)]
+        return stage_slot_configs(self, inputs)
 
     def cost_layout(self) -> StereoLayout:
         return StereoLayout(self)
