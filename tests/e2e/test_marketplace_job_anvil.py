@@ -7,7 +7,6 @@ claims against the chain with the client library, accepts; both miners withdraw.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -33,25 +32,13 @@ from node.documents.spec import (
     TaskSpec,
     TrainingBudget,
 )
+from tests.daemon_support import phase, until
 
 pytestmark = [pytest.mark.anvil, pytest.mark.timeout(150),
               pytest.mark.asyncio(loop_scope="module")]
 ROOT = Path(__file__).resolve().parents[2]
 REWARD, BOND = 3 * 10**17 + 1, 2 * 10**15
 MAX_FLOPS = 4_000_000
-
-
-async def until(what: Callable[[], bool], timeout_s: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not what():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.1)
-
-
-def phase(miner: MinerServices, task_id: int) -> TaskPhase | None:
-    record = miner.store.task(task_id)
-    return record.phase if record is not None else None
 
 
 async def test_post_train_search_verify_accept_withdraw(devnet: Devnet, tmp_path: Path) -> None:
@@ -92,7 +79,7 @@ async def test_post_train_search_verify_accept_withdraw(devnet: Devnet, tmp_path
                 arbiter=devnet.accounts[9].address, spec_hash=spec.spec_hash(),
                 validation_hash="0x" + "49" * 32), (tmp_path / "spec.json").as_uri())
             task_id = posted.task_id
-            await until(lambda: all(phase(m, task_id) is TaskPhase.SUBMITTED for m in miners),
+            await until(lambda: all(phase(m.store, task_id) is TaskPhase.SUBMITTED for m in miners),
                         110)
             assert await client.state_of(task_id) is TaskState.SUBMITTED
 
@@ -105,7 +92,7 @@ async def test_post_train_search_verify_accept_withdraw(devnet: Devnet, tmp_path
             assert any(c.name == "program sha256" for c in report.checks)
 
             await client.accept(task_id)
-            await until(lambda: all(phase(m, task_id) is TaskPhase.WITHDRAWN for m in miners),
+            await until(lambda: all(phase(m.store, task_id) is TaskPhase.WITHDRAWN for m in miners),
                         30)
         finally:
             stop.set()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from node.chain.market import TaskMarket
 from node.chain.models import TaskParams
 from node.devnet import Devnet, DevnetConfig
 from node.documents.spec import Constraint, DatasetRef, SearchSpaceSpec, TaskSpec
+from tests.daemon_support import phase, until
 
 pytestmark = [pytest.mark.anvil, pytest.mark.timeout(120), pytest.mark.usefixtures("watchdog"),
               pytest.mark.asyncio(loop_scope="module")]
@@ -113,22 +114,6 @@ async def start_daemon(chain: Chain, data_dir: Path, start_block: int,
 async def stop_daemon(running: Running) -> None:
     await running.daemon.shutdown()
     running.store.close()
-
-
-async def until(predicate: Callable[[], bool], timeout_s: float = 30.0,
-                store: StateStore | None = None) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not predicate():
-        if loop.time() > deadline:
-            state = (store.tasks(), store.txs()) if store is not None else ()
-            raise AssertionError(f"condition not reached in time; store: {state}")
-        await asyncio.sleep(0.05)
-
-
-def phase(store: StateStore, task_id: int) -> TaskPhase | None:
-    record = store.task(task_id)
-    return record.phase if record is not None else None
 
 
 async def nonce(chain: Chain) -> int:

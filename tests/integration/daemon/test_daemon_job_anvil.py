@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from node.documents.spec import (
     TaskSpec,
     TrainingBudget,
 )
+from tests.daemon_support import phase, until
 
 pytestmark = [pytest.mark.anvil, pytest.mark.timeout(150), pytest.mark.usefixtures("watchdog"),
               pytest.mark.asyncio(loop_scope="module")]
@@ -54,19 +54,6 @@ def tiny_spec(seed: int = 0) -> TaskSpec:
             PhaseBudget(name="full", epochs=1, lr=0.05),
             PhaseBudget(name="kernel", epochs=1, lr=0.02, subnets_per_step=2))),
         constraint=Constraint(max_flops=MAX_FLOPS))
-
-
-async def until(what: Callable[[], bool], timeout_s: float = 90.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not what():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.1)
-
-
-def phase(miner: MinerServices, task_id: int) -> TaskPhase | None:
-    record = miner.store.task(task_id)
-    return record.phase if record is not None else None
 
 
 def miner_settings(tmp_path: Path, name: str, deployment: Path) -> MinerSettings:
@@ -150,7 +137,7 @@ async def test_two_daemons_train_together_to_settled(devnet: Devnet, tmp_path: P
         miners = [await start_miner(stack, miner_settings(tmp_path, f"m{i}", deployment),
                                     devnet.accounts[i], stop) for i in (1, 2)]
         task_id = await post(devnet, client, tmp_path, spec, slots=2)
-        await until(lambda: all(phase(m.services, task_id) is TaskPhase.SUBMITTED
+        await until(lambda: all(phase(m.services.store, task_id) is TaskPhase.SUBMITTED
                                 for m in miners), 110)
         roles = {m.services.store.task(task_id).role: m for m in miners}  # type: ignore[union-attr]
         leader, member = roles["leader"], roles["member"]
@@ -175,7 +162,7 @@ async def test_two_daemons_train_together_to_settled(devnet: Devnet, tmp_path: P
         view = await client.get_task(task_id)
         assert "0x" + view.result_root.hex() == manifest.result_root()
         await client.accept(task_id)
-        await until(lambda: all(phase(m.services, task_id) is TaskPhase.WITHDRAWN
+        await until(lambda: all(phase(m.services.store, task_id) is TaskPhase.WITHDRAWN
                                 for m in miners), 30)
         for miner in miners:
             claims = [t.status for t in miner.services.store.txs(task_id, "claim")]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -25,24 +24,12 @@ from node.chain.models import TaskParams
 from node.devnet import Devnet
 from node.documents.manifest import Metrics, ResultManifest
 from node.documents.spec import Constraint, DatasetRef, SearchSpaceSpec, TaskSpec
+from tests.daemon_support import phase, until
 
 pytestmark = [pytest.mark.anvil, pytest.mark.timeout(120), pytest.mark.usefixtures("watchdog"),
               pytest.mark.asyncio(loop_scope="module")]
 ROOT = Path(__file__).resolve().parents[3]
 REWARD, BOND = 10**17 + 1, 10**15  # an odd reward: the leader gets the extra wei
-
-
-async def until(what: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not what():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
-
-
-def phase(miner: MinerServices, task_id: int) -> TaskPhase | None:
-    record = miner.store.task(task_id)
-    return record.phase if record is not None else None
 
 
 def sha(data: bytes) -> str:
@@ -76,7 +63,7 @@ async def test_two_daemons_from_post_to_withdrawn(devnet: Devnet, tmp_path: Path
                 arbiter=devnet.accounts[9].address, spec_hash=spec.spec_hash(),
                 validation_hash="0x" + "44" * 32), (tmp_path / "spec.json").as_uri())
             task_id = posted.task_id
-            await until(lambda: all(phase(m, task_id) is TaskPhase.FORMED for m in miners))
+            await until(lambda: all(phase(m.store, task_id) is TaskPhase.FORMED for m in miners))
             roles = {m.store.task(task_id).role: m for m in miners}  # type: ignore[union-attr]
             leader, member = roles["leader"], roles["member"]
             group = await client.members_of(task_id)
@@ -92,14 +79,14 @@ async def test_two_daemons_from_post_to_withdrawn(devnet: Devnet, tmp_path: Path
                 training_log_sha256=sha(b"log"), group=tuple(group),
                 shares_wei=equal_shares(REWARD, 2))
             root = await leader.daemon.publish_result(task_id, manifest)
-            await until(lambda: all(phase(m, task_id) is TaskPhase.SUBMITTED for m in miners))
+            await until(lambda: all(phase(m.store, task_id) is TaskPhase.SUBMITTED for m in miners))
             view = await client.get_task(task_id)
             assert "0x" + view.result_root.hex() == root
             assert member.artifacts.path_of(sha(weights)) is not None  # the member serves it too
 
             await devnet.rpc.request("evm_increaseTime", [61])  # the client stays silent
             await devnet.rpc.request("evm_mine", [])
-            await until(lambda: all(phase(m, task_id) is TaskPhase.WITHDRAWN for m in miners))
+            await until(lambda: all(phase(m.store, task_id) is TaskPhase.WITHDRAWN for m in miners))
         finally:
             stop.set()
             await asyncio.gather(*loops)
@@ -142,7 +129,7 @@ async def test_submit_recovery_never_submits_twice(devnet: Devnet, tmp_path: Pat
                     arbiter=devnet.accounts[9].address, spec_hash=spec.spec_hash(),
                     validation_hash="0x" + "45" * 32), (tmp_path / "spec.json").as_uri())
                 tasks.append(posted.task_id)
-            await until(lambda: all(phase(miner, t) is TaskPhase.FORMED for t in tasks))
+            await until(lambda: all(phase(miner.store, t) is TaskPhase.FORMED for t in tasks))
             blob = b"w" * 100
             miner.artifacts.put_bytes(blob, sha(blob))
             roots = []
@@ -166,7 +153,7 @@ async def test_submit_recovery_never_submits_twice(devnet: Devnet, tmp_path: Pat
             await miner.daemon.poll()
             assert await devnet.rpc.get_nonce(account.address, "latest") == nonce + 1  # only (a)
             for task_id, root in zip(tasks, roots, strict=True):
-                assert phase(miner, task_id) is TaskPhase.SUBMITTED
+                assert phase(miner.store, task_id) is TaskPhase.SUBMITTED
                 assert "0x" + (await client.get_task(task_id)).result_root.hex() == root
             statuses = {t: [r.status for r in miner.store.txs(t, "submit")] for t in tasks}
             assert statuses == {a: [TxStatus.ABANDONED, TxStatus.MINED], b: [TxStatus.MINED]}

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from miner.automl.registry import supernet_config
 from miner.daemon import jobspec
 from miner.daemon.daemon import run_until_stopped
 from miner.daemon.job import JobSupervisor
-from miner.daemon.runtime import MinerServices, open_miner
+from miner.daemon.runtime import open_miner
 from miner.daemon.settings import load_miner_settings
 from miner.daemon.store import TaskPhase, TxStatus
 from miner.distributed.launch import free_port
@@ -35,6 +34,7 @@ from node.documents.spec import (
     TaskSpec,
     TrainingBudget,
 )
+from tests.daemon_support import phase, until
 
 pytestmark = [pytest.mark.anvil, pytest.mark.timeout(150), pytest.mark.usefixtures("watchdog"),
               pytest.mark.asyncio(loop_scope="module")]
@@ -58,19 +58,6 @@ def flops_range(spec: TaskSpec) -> tuple[float, float]:
     config = supernet_config(SUPERNET, **jobspec.supernet_overrides(spec))
     table = flops_table(config)
     return table.of(config.space.min_arch()), table.of(config.space.max_arch())
-
-
-async def until(what: Callable[[], bool], timeout_s: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not what():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.1)
-
-
-def phase(miner: MinerServices, task_id: int) -> TaskPhase | None:
-    record = miner.store.task(task_id)
-    return record.phase if record is not None else None
 
 
 async def post(devnet: Devnet, client: TaskMarket, path: Path, spec: TaskSpec) -> int:
@@ -112,12 +99,12 @@ async def test_a_stereo_task_goes_to_settled_with_an_epe_manifest(devnet: Devnet
         stack.push_async_callback(stop_loop)
         refused_id = await post(devnet, client, tmp_path / "tight.json", too_tight)
         task_id = await post(devnet, client, tmp_path / "spec.json", spec)
-        await until(lambda: phase(miner, refused_id) is TaskPhase.REFUSED, 30)
+        await until(lambda: phase(miner.store, refused_id) is TaskPhase.REFUSED, 30)
         refused = miner.store.task(refused_id)
         assert refused is not None and refused.reason.startswith("constraint_infeasible: max_flops")
         assert miner.store.txs(refused_id, "claim") == []
 
-        await until(lambda: phase(miner, task_id) is TaskPhase.SUBMITTED, 120)
+        await until(lambda: phase(miner.store, task_id) is TaskPhase.SUBMITTED, 120)
         raw = miner.store.manifest(task_id)
         assert raw is not None
         manifest = ResultManifest.model_validate_json(raw)
@@ -147,7 +134,7 @@ async def test_a_stereo_task_goes_to_settled_with_an_epe_manifest(devnet: Devnet
         view = await client.get_task(task_id)
         assert "0x" + view.result_root.hex() == manifest.result_root()
         await client.accept(task_id)
-        await until(lambda: phase(miner, task_id) is TaskPhase.WITHDRAWN, 30)
+        await until(lambda: phase(miner.store, task_id) is TaskPhase.WITHDRAWN, 30)
         claims = [t.status for t in miner.store.txs(task_id, "claim")]
         assert claims == [TxStatus.MINED]
     assert await client.state_of(task_id) is TaskState.SETTLED
