@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 
-from miner.distributed.launch import free_port
+from node.ports import free_port
 
 
 def _gloo_worker(rank: int, n: int, port: int, elems: int, iters: int, q: mp.Queue) -> None:

@@ -37,7 +37,6 @@ from miner.daemon.jobspec import JobFile  # noqa: E402
 from miner.daemon.runtime import open_miner  # noqa: E402
 from miner.daemon.settings import load_miner_settings  # noqa: E402
 from miner.daemon.store import TaskPhase  # noqa: E402
-from miner.distributed.launch import free_port  # noqa: E402
 from node.chain.market import TaskMarket  # noqa: E402
 from node.chain.models import TaskParams  # noqa: E402
 from node.devnet import Devnet, DevnetConfig  # noqa: E402
@@ -49,6 +48,7 @@ from node.documents.spec import (  # noqa: E402
     TaskSpec,
     TrainingBudget,
 )
+from node.ports import free_port  # noqa: E402
 
 # New blocks and receipts are looked for every 0.1 s (a tenth of a block); the periodic
 # reconciliation runs at the daemon's own default (events and wake-ups drive the rest). Faster

@@ -33,6 +33,7 @@ import aiohttp
 from aiohttp import web
 
 from client.errors import ClientError, NoMemberReachable
+from client.serve import serve_app
 from client.session import ClientConfig, Connection, connect
 from client.transfer import Member, fetch_manifest, stream_events
 from node.chain.errors import ChainError, ContractRevert
@@ -262,20 +263,10 @@ async def serve_monitor(config: ClientConfig, task_id: int, host: str, port: int
         monitor = GroupMonitor(conn, http, task_id, options)
         app = web.Application()
         app.add_routes(monitor.routes())
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, host, port)
-            await site.start()
-            url = f"http://{host}:{_bound_port(site, port)}/?task={task_id}"
+
+        def ready(bound: int) -> None:
+            url = f"http://{host}:{bound}/?task={task_id}"
             logger.info("monitor serving task=%d url=%s", task_id, url)
             on_ready(url)
-            await stop.wait()
-        finally:
-            await runner.cleanup()
 
-
-def _bound_port(site: web.TCPSite, requested: int) -> int:
-    server = site._server
-    sockets = getattr(server, "sockets", None) or []
-    return int(sockets[0].getsockname()[1]) if sockets else requested
+        await serve_app(app, host, port, stop, ready)

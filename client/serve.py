@@ -52,17 +52,26 @@ async def serve_folder(root: Path, host: str, port: int, stop: asyncio.Event,
         from client.errors import ClientError
 
         raise ClientError(f"{root} is not a folder")
-    runner = web.AppRunner(create_app(root))
+
+    def ready(bound: int) -> None:
+        url = f"http://{host}:{bound}"
+        logger.info("serving folder=%s url=%s", root, url)
+        on_ready(url)
+
+    await serve_app(create_app(root), host, port, stop, ready)
+
+
+async def serve_app(app: web.Application, host: str, port: int, stop: asyncio.Event,
+                    on_ready: Callable[[int], None]) -> None:
+    """Run ``app`` on ``host:port`` until ``stop`` is set; ``on_ready`` gets the port bound
+    (the one the OS picked when ``port`` is 0)."""
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
         await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        bound = sockets[0].getsockname()[1] if sockets else port
-        url = f"http://{host}:{bound}"
-        logger.info("serving folder=%s url=%s", root, url)
-        on_ready(url)
+        sockets = getattr(site._server, "sockets", None) or []
+        on_ready(int(sockets[0].getsockname()[1]) if sockets else port)
         await stop.wait()
     finally:
         await runner.cleanup()

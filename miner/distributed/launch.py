@@ -17,7 +17,6 @@ import argparse
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from miner.distributed.errors import LaunchError
+from node.ports import free_port
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +42,6 @@ class LaunchConfig:
     grace_s: float = 5.0
     poll_s: float = 0.05
     extra_env: Mapping[str, str] = field(default_factory=dict)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def worker_environ(

@@ -16,7 +16,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ import aiohttp
 
 from node.devnet import Devnet, die_with_parent
 from node.errors import MantaError
+from node.ports import free_port
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +39,6 @@ class DemoError(MantaError):
     """The demo could not run to the end."""
 
     template = "demo: {detail}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def tool(name: str) -> list[str]:

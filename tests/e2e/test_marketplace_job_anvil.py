@@ -20,7 +20,6 @@ from miner.daemon.result import equal_shares
 from miner.daemon.runtime import MinerServices, open_miner
 from miner.daemon.settings import load_miner_settings
 from miner.daemon.store import TaskPhase
-from miner.distributed.launch import free_port
 from node.chain.market import TaskMarket
 from node.chain.models import TaskParams, TaskState
 from node.devnet import Devnet
@@ -32,6 +31,7 @@ from node.documents.spec import (
     TaskSpec,
     TrainingBudget,
 )
+from node.ports import free_port
 from tests.daemon_support import phase, until
 
 pytestmark = [pytest.mark.anvil, pytest.mark.timeout(150),

@@ -35,7 +35,6 @@ import pytest
 import pytest_asyncio
 
 from miner.daemon.crashpoints import POINTS
-from miner.distributed.launch import free_port
 from node.chain.market import TaskMarket
 from node.chain.models import ZERO_ADDRESS, TaskParams, TaskState
 from node.devnet import Devnet
@@ -47,6 +46,7 @@ from node.documents.spec import (
     TaskSpec,
     TrainingBudget,
 )
+from node.ports import free_port
 
 pytestmark = [pytest.mark.anvil, pytest.mark.timeout(300), pytest.mark.usefixtures("watchdog")]
 MINER = 6

@@ -21,12 +21,12 @@ from miner.daemon.cli import app
 from miner.daemon.runtime import run_miner, unlock_account
 from miner.daemon.settings import MinerSettings, load_miner_settings
 from miner.daemon.store import StateStore, TaskPhase
-from miner.distributed.launch import free_port
 from node.chain.market import TaskMarket
 from node.chain.models import TaskParams
 from node.devnet import Devnet, DevnetConfig
 from node.documents.spec import Constraint, DatasetRef, SearchSpaceSpec, TaskSpec
 from node.identity.keystore import KdfParams, import_key
+from node.ports import free_port
 
 pytestmark = [pytest.mark.anvil, pytest.mark.timeout(120)]
 on_module_loop = pytest.mark.asyncio(loop_scope="module")

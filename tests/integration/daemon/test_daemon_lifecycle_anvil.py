@@ -18,12 +18,12 @@ from miner.daemon.result import equal_shares
 from miner.daemon.runtime import MinerServices, open_miner
 from miner.daemon.settings import load_miner_settings
 from miner.daemon.store import TaskPhase, TxStatus
-from miner.distributed.launch import free_port
 from node.chain.market import TaskMarket
 from node.chain.models import TaskParams
 from node.devnet import Devnet
 from node.documents.manifest import Metrics, ResultManifest
 from node.documents.spec import Constraint, DatasetRef, SearchSpaceSpec, TaskSpec
+from node.ports import free_port
 from tests.daemon_support import phase, until
 
 pytestmark = [pytest.mark.anvil, pytest.mark.timeout(120), pytest.mark.usefixtures("watchdog"),

@@ -28,7 +28,6 @@ import torch
 from miner.automl.checkpoint import CheckpointStore, load_checkpoint
 from miner.automl.runs import read_run_config
 from miner.daemon.result import equal_shares
-from miner.distributed.launch import free_port
 from node.chain.market import TaskMarket
 from node.chain.models import ZERO_ADDRESS, TaskParams, TaskState
 from node.devnet import Devnet
@@ -41,6 +40,7 @@ from node.documents.spec import (
     TaskSpec,
     TrainingBudget,
 )
+from node.ports import free_port
 
 pytestmark = [pytest.mark.anvil, pytest.mark.timeout(240), pytest.mark.usefixtures("watchdog"),
               pytest.mark.asyncio(loop_scope="module")]

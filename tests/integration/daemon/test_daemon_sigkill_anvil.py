@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from miner.distributed.launch import free_port
 from node.chain.market import TaskMarket
 from node.chain.models import TaskParams
 from node.devnet import Devnet, DevnetConfig
 from node.documents.spec import Constraint, DatasetRef, SearchSpaceSpec, TaskSpec
+from node.ports import free_port
 
 pytestmark = [pytest.mark.anvil, pytest.mark.timeout(120), pytest.mark.usefixtures("watchdog"),
               pytest.mark.asyncio(loop_scope="module")]

@@ -21,7 +21,6 @@ from miner.daemon.job import JobSupervisor
 from miner.daemon.runtime import open_miner
 from miner.daemon.settings import load_miner_settings
 from miner.daemon.store import TaskPhase, TxStatus
-from miner.distributed.launch import free_port
 from node.chain.market import TaskMarket
 from node.chain.models import TaskParams, TaskState
 from node.devnet import Devnet
@@ -34,6 +33,7 @@ from node.documents.spec import (
     TaskSpec,
     TrainingBudget,
 )
+from node.ports import free_port
 from tests.daemon_support import phase, until
 
 pytestmark = [pytest.mark.anvil, pytest.mark.timeout(150), pytest.mark.usefixtures("watchdog"),

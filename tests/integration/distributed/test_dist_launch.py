@@ -11,7 +11,8 @@ import pytest
 
 from miner.distributed.config import WorkerEnv
 from miner.distributed.errors import LaunchError
-from miner.distributed.launch import LaunchConfig, WorkerGroup, free_port, main, worker_environ
+from miner.distributed.launch import LaunchConfig, WorkerGroup, main, worker_environ
+from node.ports import free_port
 
 
 def test_worker_environ_for_second_node() -> None:

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from miner.distributed.launch import LaunchConfig, WorkerGroup, free_port
+from miner.distributed.launch import LaunchConfig, WorkerGroup
 from miner.distributed.optim_guard import keep_unused
+from node.ports import free_port
 
 WORKER = Path(__file__).with_name("dist_worker_train.py")
 MINERS = ["miner0", "miner1"]

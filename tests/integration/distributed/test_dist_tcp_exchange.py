@@ -7,9 +7,9 @@ import asyncio
 import numpy as np
 
 from miner.distributed.exchange import ExchangeConfig, GradientExchange
-from miner.distributed.launch import free_port
 from miner.distributed.robust import RobustConfig
 from miner.distributed.tcp_channel import TcpChannel
+from node.ports import free_port
 
 
 async def test_allreduce_over_tcp_two_rounds() -> None:

@@ -21,10 +21,10 @@ from miner.daemon.monitor import MinerMonitor
 from miner.daemon.progress import ProgressHub, append_progress
 from miner.daemon.server import ServerDeps, create_app
 from miner.daemon.store import StateStore, TaskPhase
-from miner.distributed.launch import free_port
 from node.chain.models import TaskClaimed, TaskPosted, TaskState, TaskView
 from node.monitor.page import STATIC_DIR, missing_assets
 from node.monitor.timeline import Timeline, build_timeline
+from node.ports import free_port
 from tests.browser_support import artifact_dir, browser_page, wait_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120),
