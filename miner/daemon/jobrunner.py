@@ -314,8 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not key:
         print("no key on stdin", file=sys.stderr)
         return 2
+    _preload()  # a standby runner does it before it waits: that is what it is for
     if args[0] == "--standby":
-        _preload()
         line = sys.stdin.readline().strip()
         if not line:
             return EXIT_PARENT_GONE
@@ -331,7 +331,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     threading.Thread(target=_watch_parent, args=(sys.stdin.buffer,), daemon=True).start()
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    _preload()
     with (job_dir / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a runner of a killed daemon may still be exiting
         (job_dir / jobspec.PID_FILE).write_text(f"{os.getpid()}\n", encoding="utf-8")
