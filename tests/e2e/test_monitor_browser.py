@@ -107,8 +107,11 @@ async def run_scenario(devnet: Devnet, current: list[MinerProcess], tmp_path: Pa
 
     async with browser_page() as page:
         await page.goto(f"{miner.url}/?task={task_id}")
-        state = await wait_page(page, lambda s: s.get("points", 0) >= 3, 90,
-                                "training points", alive)
+        # the timeline is polled every 2 s and may trail the points (which the page's first
+        # history load can bring several at once): wait for both
+        state = await wait_page(page, lambda s: s.get("points", 0) >= 3
+                                and s.get("stage") not in (None, "", "posted"), 90,
+                                "training points and the claim on the timeline", alive)
         assert state["stage"] in ("claimed", "running")
         assert await page.locator("#chart-loss canvas").count() == 1
 
