@@ -24,11 +24,19 @@ def make_divisible(value: float, divisor: int = 8) -> int:
 
 
 def lead(t: torch.Tensor, n0: int, n1: int | None = None) -> torch.Tensor:
-    """``t[:n0, :n1]`` as a view, skipping the slice op (and its backward) where it is whole."""
-    if n0 != t.shape[0]:
-        t = t[:n0]
-    if n1 is not None and n1 != t.shape[1]:
-        t = t[:, :n1]
+    """``t[:n0, :n1]`` as a view, skipping the slice op (and its backward) where it is whole.
+
+    Cutting both dimensions is one strided view, not two slices: its backward then writes one
+    zero-filled full-size gradient instead of two (half the kernel launches on a GPU).
+    """
+    cut0 = n0 != t.shape[0]
+    cut1 = n1 is not None and n1 != t.shape[1]
+    if cut0 and cut1:
+        return t.as_strided((n0, n1, *t.shape[2:]), t.stride(), t.storage_offset())
+    if cut0:
+        return t[:n0]
+    if cut1:
+        return t[:, :n1]
     return t
 
 
@@ -81,12 +89,17 @@ class ElasticDepthwise(nn.Module):
         k_max = self.kernel_sizes[-1]
         if kernel == k_max:
             return w
-        chain = None
-        for name in self.transform_names(kernel):
-            step = getattr(self, f"centre_{name}") @ self.transforms[name]
-            chain = step if chain is None else chain @ step
-        assert chain is not None
-        return (w.view(channels, k_max * k_max) @ chain).view(channels, 1, kernel, kernel)
+        # In float32 even under autocast: the products are tiny, and casting each factor to
+        # bf16 would cost more kernel launches than the products themselves (the convolution
+        # casts the result once, as it casts a static network's weight).
+        with torch.autocast(w.device.type, enabled=False):
+            chain = None
+            for name in self.transform_names(kernel):
+                step = getattr(self, f"centre_{name}") @ self.transforms[name]
+                chain = step if chain is None else chain @ step
+            assert chain is not None
+            flat = w.view(channels, k_max * k_max) @ chain
+        return flat.view(channels, 1, kernel, kernel)
 
     def forward(self, x: torch.Tensor, kernel: int) -> torch.Tensor:
         c = x.shape[1]
