@@ -14,7 +14,8 @@ does not inflate. On CUDA: batch 256, 224 px, bf16 autocast, channels_last, with
 without ``torch.compile`` (``compiled_*`` keys; the supernet recompiles once per arch, so
 only ``--compiled-subnets``, the middle one by default, is timed compiled).
 
-Targets: ratio_max, ratio_mid, ratio_min <= 1.05 (CPU and CUDA); compiled_ratio_mid <= 1/0.95 on CUDA.
+Targets: ratio_max, ratio_mid, ratio_min <= 1.05 (CPU and CUDA); compiled_ratio_mid
+<= 1/0.95 on CUDA.
 Last line: one JSON object.
 """
 

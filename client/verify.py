@@ -5,8 +5,10 @@ the weights and the architecture file hash to the manifest's sha256s; the parame
 read from the safetensors header (BatchNorm running statistics excluded) and the FLOPs and
 params recorded in ``arch.json`` match the manifest's metrics.
 
-Evaluating accuracy on the client's own data (:mod:`client.evaluate`) needs torch
-(imported lazily, with a clear message when it is missing) *and* a network the client can
+Evaluating the task's metric on the client's own data (:mod:`client.evaluate`: accuracy
+for a classification result, end-point error for a stereo one, chosen by which metric the
+manifest claims) needs torch (imported lazily, with a clear message when it is missing)
+*and* a network the client can
 load without miner code: a ``torch.export`` program ``model.pt2`` whose sha256 is
 ``program_sha256`` in ``arch.json`` (itself pinned by the manifest). The plain
 ``manta-static-v1`` export (``model.safetensors`` + ``arch.json``) is rebuilt only by
@@ -25,13 +27,15 @@ from typing import Any
 from client.errors import VerifyError
 from client.models import Check, VerifyReport
 from node.documents.canonical import HashMismatch
-from node.documents.manifest import ResultManifest, parse_manifest_checked
+from node.documents.manifest import Metrics, ResultManifest, parse_manifest_checked
 from node.errors import SpecError
 
 WEIGHTS_FILE, ARCH_FILE, MANIFEST_FILE = "model.safetensors", "arch.json", "manifest.json"
 PROGRAM_FILE, PROGRAM_KEY = "model.pt2", "program_sha256"
 #: How far below the claimed accuracy the client's own data may land before the check fails.
 ACCURACY_TOLERANCE = 0.05
+#: How far above the claimed EPE (as a fraction of it) the client's pairs may land.
+EPE_TOLERANCE = 0.25
 _BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 MAX_HEADER_BYTES = 100 << 20
 
@@ -94,24 +98,35 @@ def _claims_checks(manifest: ResultManifest, arch: dict[str, Any],
     return checks
 
 
-def _evaluate(folder: Path, arch: dict[str, Any], data: Path, claimed: float | None,
+def _evaluate(folder: Path, arch: dict[str, Any], data: Path, claimed: Metrics,
               tolerance: float) -> tuple[list[Check], dict[str, Any], str]:
-    """Accuracy on the client's data, or the reason it cannot be measured."""
-    from client.evaluate import accuracy_on, require_torch
+    """The claimed metric measured on the client's data, or why it cannot be measured."""
+    from client.evaluate import accuracy_on, epe_on, require_torch
 
     require_torch()
     if not data.exists():
         raise VerifyError(reason=f"data {data} does not exist")
+    metric = "epe" if claimed.epe is not None else "accuracy"
     if PROGRAM_KEY not in arch:
-        return [], {}, ("accuracy not evaluated: the result has no torch-only program "
+        return [], {}, (f"{metric} not evaluated: the result has no torch-only program "
                         f"({PROGRAM_FILE} pinned by {PROGRAM_KEY} in arch.json); the "
                         "manta-static-v1 export can only be rebuilt by miner code")
+    program = folder / PROGRAM_FILE
+    if claimed.epe is not None:
+        shape = arch.get("input_shape")
+        if not (isinstance(shape, list) and len(shape) == 3):
+            raise VerifyError(reason="arch.json of a stereo result has no input_shape [C, H, W]")
+        measured = epe_on(program, data, (int(shape[0]), int(shape[1]), int(shape[2])))
+        limit = claimed.epe * (1 + EPE_TOLERANCE)
+        detail = (f"{measured:.4f} px on your pairs, {claimed.epe:.4f} claimed "
+                  f"(at most {limit:.4f} accepted)")
+        return [Check(name="EPE (your data)", ok=measured <= limit, detail=detail)], \
+            {"epe": measured}, ""
     net: dict[str, Any] = arch["net"] if isinstance(arch.get("net"), dict) else {}
     inner: dict[str, Any] = arch["arch"] if isinstance(arch.get("arch"), dict) else {}
-    measured = accuracy_on(folder / PROGRAM_FILE, data, inner.get("resolution"),
-                           net.get("in_channels"))
-    ok = claimed is None or measured >= claimed - tolerance
-    detail = f"{measured:.4f} on your data, {claimed} claimed (tolerance {tolerance})"
+    measured = accuracy_on(program, data, inner.get("resolution"), net.get("in_channels"))
+    ok = claimed.accuracy is None or measured >= claimed.accuracy - tolerance
+    detail = f"{measured:.4f} on your data, {claimed.accuracy} claimed (tolerance {tolerance})"
     return [Check(name="accuracy (your data)", ok=ok, detail=detail)], {"accuracy": measured}, ""
 
 
@@ -147,8 +162,7 @@ def verify_folder(task_id: int, folder: Path, expected_root: str, data: Path | N
             checks.append(_file_check("program sha256", folder / PROGRAM_FILE,
                                       str(arch[PROGRAM_KEY])))
         if data is not None and all(c.ok for c in checks):
-            extra, values, note = _evaluate(folder, arch, data, manifest.metrics.accuracy,
-                                            tolerance)
+            extra, values, note = _evaluate(folder, arch, data, manifest.metrics, tolerance)
             checks += extra
             measured.update(values)
             evaluated = bool(values)

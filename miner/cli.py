@@ -12,7 +12,8 @@ environment variables. ``automl`` runs the AutoML engine locally, without any ch
 - ``manta-miner automl export-dataset NAME OUT.npz [--folds K --fold I [--rest]]``: a
   built-in dataset's images ``i % K == I`` (or all the others) as an ``.npz`` (``x``, ``y``),
   so a process that cannot import miner code (the demo) can split it into disjoint parts
-  and pack them with ``manta data pack``.
+  and pack them with ``manta data pack``; ``procedural-stereo`` renders seeded stereo pairs
+  (``left``, ``right``, ``disparity``) sized for a stereo supernet.
 
 Each command parses, calls one function of :mod:`miner.automl.runs` and renders. Errors
 are handled once: a :class:`~node.errors.MantaError` prints one line to stderr and exits
@@ -242,23 +243,40 @@ def supernets_command() -> None:
 
 @automl_app.command("export-dataset")
 def export_dataset_command(
-    name: Annotated[str, typer.Argument(help="Built-in dataset: digits or animal-mnist.")],
-    out: Annotated[Path, typer.Argument(help="Output .npz (arrays x and y).")],
+    name: Annotated[str, typer.Argument(
+        help="Built-in dataset: digits, animal-mnist or procedural-stereo.")],
+    out: Annotated[Path, typer.Argument(
+        help="Output .npz (x and y; left, right and disparity for stereo).")],
     folds: Annotated[int, typer.Option(min=1, help="Split the images i into folds i % K.")] = 1,
     fold: Annotated[int, typer.Option(min=0, help="The fold to export (0..K-1).")] = 0,
     rest: Annotated[bool, typer.Option(help="Export every image outside --fold.")] = False,
+    pairs: Annotated[int, typer.Option(min=2, help="Stereo: how many pairs to render.")] = 128,
+    seed: Annotated[int, typer.Option(min=0, help="Stereo: the scenes' seed.")] = 1,
+    supernet: Annotated[str, typer.Option(
+        help="Stereo: the supernet whose input size and disparity range the pairs fit.")]
+    = "ofa_dispnetc_micro",
+    resolution: Annotated[int | None, typer.Option(
+        min=8, help="Stereo: the input resolution (default: the supernet's largest).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Write one fold of a built-in dataset (images i with i % FOLDS == FOLD; with --rest,
     all the others) as an .npz. Folds interleave, so each holds every class even where
-    the stored set is sorted by class."""
+    the stored set is sorted by class.
+
+    ``procedural-stereo`` has no stored set: it renders PAIRS seeded scenes sized for the
+    supernet at RESOLUTION, as a stereo task trains on. A seed other than the task's gives
+    scenes its miners never saw: a client's held-out pairs for ``manta task verify``."""
     import numpy as np
 
-    from miner.automl.data import animal_mnist_arrays, digits_arrays
+    from miner.automl.data import STEREO_DATASETS, animal_mnist_arrays, digits_arrays
 
+    if name in STEREO_DATASETS:
+        _export_stereo(out, pairs, seed, supernet, resolution, json_out)
+        return
     loaders = {"digits": digits_arrays, "animal-mnist": animal_mnist_arrays}
     if name not in loaders:
-        raise ConfigError(f"cannot export {name!r}; built-in datasets: {sorted(loaders)}")
+        known = sorted([*loaders, *STEREO_DATASETS])
+        raise ConfigError(f"cannot export {name!r}; built-in datasets: {known}")
     if fold >= folds:
         raise ConfigError(f"fold {fold} is outside 0..{folds - 1}")
     x, y = loaders[name]()
@@ -275,6 +293,37 @@ def export_dataset_command(
         return
     what = "all but fold" if rest else "fold"
     Console().print(f"exported {name} {what} {fold}/{folds} ({result['images']} images) -> {out}")
+
+
+def _export_stereo(out: Path, pairs: int, seed: int, supernet: str, resolution: int | None,
+                   json_out: bool) -> None:
+    """Render ``pairs`` procedural scenes as ``left``/``right`` ([N, 3, H, W], 0..1) and
+    ``disparity`` ([N, H, W], pixels of the left image)."""
+    import numpy as np
+
+    from miner.automl.registry import supernet_config
+    from miner.automl.runs import stereo_pairs
+
+    sconf = supernet_config(supernet)
+    if not hasattr(sconf, "max_disparity"):
+        raise ConfigError(f"{supernet!r} is not a stereo supernet")
+    if resolution is not None:
+        sconf = supernet_config(supernet, space={"resolutions": [resolution],
+                                                 "n_stages": sconf.space.n_stages})
+    data = stereo_pairs(sconf, pairs, seed)
+    x = (data.x.numpy() + 1.0) / 2.0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("wb") as handle:
+        np.savez(handle, left=x[:, :3], right=x[:, 3:],
+                 disparity=data.y.numpy().astype(np.float32))
+    height, width = x.shape[-2:]
+    result = {"name": "procedural-stereo", "out": str(out), "pairs": pairs, "seed": seed,
+              "supernet": supernet, "height": int(height), "width": int(width),
+              "images": pairs, "total": pairs}
+    if json_out:
+        typer.echo(json.dumps(result, sort_keys=True))
+        return
+    Console().print(f"rendered {pairs} stereo pairs of {height}x{width} (seed {seed}) -> {out}")
 
 
 def main() -> None:

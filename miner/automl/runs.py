@@ -51,6 +51,15 @@ SEARCH_FILE = "search.json"
 STEREO_SCENE_FRACTION = 0.75
 
 
+def stereo_pairs(sconf: Any, n: int, seed: int) -> ImageDataset:
+    """``n`` procedural pairs of seed ``seed`` sized for the largest input of a stereo
+    supernet config ``sconf``, with disparities up to :data:`STEREO_SCENE_FRACTION` of what
+    it can see: the scenes a stereo run trains on, and (with another seed) the pairs a
+    client holds out."""
+    h, w = sconf.image_size(max(sconf.space.resolutions))
+    return procedural_stereo(n, h, w, STEREO_SCENE_FRACTION * sconf.max_disparity, seed)
+
+
 def load_splits(config: TrainConfig, net: OFASupernet) -> tuple[ImageDataset, ImageDataset]:
     """The run's (train, val) split, shaped for ``net``'s largest input."""
     sconf = net.config
@@ -58,9 +67,7 @@ def load_splits(config: TrainConfig, net: OFASupernet) -> tuple[ImageDataset, Im
         if config.dataset not in STEREO_DATASETS:
             raise ConfigError(f"dataset {config.dataset!r} cannot train the stereo supernet "
                               f"{config.supernet!r}; stereo datasets: {list(STEREO_DATASETS)}")
-        h, w = sconf.image_size(max(net.space.resolutions))  # type: ignore[attr-defined]
-        max_disparity = STEREO_SCENE_FRACTION * sconf.max_disparity  # type: ignore[attr-defined]
-        data = procedural_stereo(config.synthetic_size, h, w, max_disparity, config.seed)
+        data = stereo_pairs(sconf, config.synthetic_size, config.seed)
         return split_dataset(data, config.val_fraction, config.seed)
     data = load_dataset(
         config.dataset,
