@@ -15,7 +15,7 @@ UPLOT          := node_modules/uplot
 # own browser downloads are not used).
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: setup browser test test-py test-contracts lint demo bench bench-long clean
+.PHONY: setup browser test test-py test-contracts lint demo demo-stereo bench bench-long clean
 
 setup: $(VENV)/.stamp node_modules/.stamp $(MONITOR_VENDOR)/.stamp
 
@@ -64,6 +64,9 @@ lint: setup
 
 demo: setup
 	$(VENV)/bin/manta-node demo
+
+demo-stereo: setup
+	$(VENV)/bin/manta-node demo --stereo
 
 # Each script prints a table and, as its last line, one JSON object (see bench/RESULTS.md).
 # The long ones (inherit ~20 min, stereo ~15 min) run only with `make bench-long`.

@@ -334,6 +334,9 @@ def devnet(ctx: typer.Context,
 def demo(ctx: typer.Context,
          quick: Annotated[bool, typer.Option(
              help="Digits and a smaller budget (about a minute).")] = False,
+         stereo: Annotated[bool, typer.Option(
+             help="The stereo flavour: a stereo supernet on procedural pairs, EPE verified "
+                  "on the client's own pairs.")] = False,
          chain_only: Annotated[bool, typer.Option(
              help="Only the chain part: post, claim, submit, accept, withdraw; no training.")]
          = False,
@@ -355,7 +358,8 @@ def demo(ctx: typer.Context,
     devnet_config = DevnetConfig.from_settings(settings, deployment_file=None)
     try:
         market = asyncio.run(until_signal(run_marketplace(
-            MarketDemoConfig(devnet=devnet_config, quick=quick, folder=folder))))
+            MarketDemoConfig(devnet=devnet_config, quick=quick, stereo=stereo,
+                             folder=folder))))
     except (KeyboardInterrupt, asyncio.CancelledError):
         typer.echo("demo stopped; every process it started was stopped", err=True)
         raise typer.Exit(130) from None
@@ -373,20 +377,33 @@ def _render_chain_demo(summary: Any) -> None:
         console.print(f"  {account} withdrew {wei} wei")
 
 
+def _fmt(value: float | None, unit: str = "") -> str:
+    return "n/a" if value is None else f"{value:.4f}{unit}"
+
+
 def _render_market_demo(s: Any) -> None:
     console = Console()
     console.print(f"task {s.task_id} ({s.dataset}): [bold]{s.state}[/] in {s.seconds:.1f} s")
-    accuracy = "n/a" if s.accuracy is None else f"{s.accuracy:.4f}"
-    console.print(f"  data: miners trained on {s.train_images:,} images from {s.dataset_url}; "
-                  f"the client held out the other {s.eval_images:,}")
-    console.print(f"  chosen network: accuracy {accuracy} on the client's held-out data "
-                  f"({s.claimed_accuracy} claimed), {s.flops:,} FLOPs (limit {s.max_flops:,})")
+    stereo = s.metric == "epe"
+    if stereo:
+        console.print(f"  data: miners rendered the task's procedural scenes; the client "
+                      f"verified on {s.eval_images:,} pairs of its own ({s.eval_set})")
+        measured, claimed = _fmt(s.epe, " px"), _fmt(s.claimed_epe, " px")
+        largest_metric, front_metric = _fmt(s.largest_epe, " px"), _fmt(s.front_max_epe, " px")
+    else:
+        console.print(f"  data: miners trained on {s.train_images:,} images from "
+                      f"{s.dataset_url}; the client held out the other {s.eval_images:,}")
+        measured, claimed = _fmt(s.accuracy), _fmt(s.claimed_accuracy)
+        largest_metric, front_metric = _fmt(s.largest_accuracy), _fmt(s.front_max_accuracy)
+    name = "EPE" if stereo else "accuracy"
+    console.print(f"  chosen network: {name} {measured} on the client's held-out data "
+                  f"({claimed} claimed), {s.flops:,} FLOPs (limit {s.max_flops:,})")
     largest = f"{s.largest_flops:,} FLOPs" if s.largest_flops else "FLOPs not reported"
     share = f" (the chosen one needs {s.flops / s.largest_flops:.0%})" if s.largest_flops else ""
-    console.print(f"  largest network (full supernet): accuracy {s.largest_accuracy} on the "
+    console.print(f"  largest network (full supernet): {name} {largest_metric} on the "
                   f"miners' validation split, {largest}{share}")
     console.print(f"  Pareto front: {s.front_size} networks, the largest {s.front_max_flops:,} "
-                  f"FLOPs (score {s.front_max_accuracy})")
+                  f"FLOPs ({name} {front_metric})")
     for url, sent in s.grad_bytes_sent.items():
         console.print(f"  gradient exchange: {url} sent {sent:,} bytes")
     console.print(f"  monitor: {s.monitor_url}")

@@ -15,6 +15,11 @@ in the devnet's encrypted keystores; passwords travel as a file path.
 Every process it starts runs in its own process group, gets ``PR_SET_PDEATHSIG`` and is
 stopped (SIGTERM, then SIGKILL) on the way out, also on Ctrl-C or SIGTERM.
 
+With ``--stereo`` the task is a stereo one: the miners train ``ofa_dispnetc_micro`` on the
+built-in procedural scenes, which they render from the spec's seed (no file is served), and
+the client renders its own pairs from another seed and checks the delivered network's
+end-point error on them.
+
 ``run_lifecycle`` / ``run_demo`` (``manta-node demo --chain-only``) do the chain part only:
 post, claim, sign, submit, accept and withdraw with no training.
 
@@ -29,7 +34,7 @@ Modules:
 """
 
 from node.demo.chain import DemoSummary, run_demo, run_lifecycle
-from node.demo.data import ClientData, demo_spec, split_client_data
+from node.demo.data import ClientData, demo_spec, split_client_data, stereo_demo_spec
 from node.demo.market import MarketDemoConfig, run_marketplace, until_signal
 from node.demo.processes import DemoError
 from node.demo.summary import MarketSummary, gas_by_call
@@ -37,5 +42,5 @@ from node.demo.summary import MarketSummary, gas_by_call
 __all__ = [
     "ClientData", "DemoError", "DemoSummary", "MarketDemoConfig", "MarketSummary", "demo_spec",
     "gas_by_call", "run_demo", "run_lifecycle", "run_marketplace", "split_client_data",
-    "until_signal",
+    "stereo_demo_spec", "until_signal",
 ]

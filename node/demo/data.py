@@ -1,6 +1,7 @@
 """The demo client's task and data: the spec it posts (:func:`demo_spec`) and its split of
 the built-in set into a training part served by URL and a held-out part it verifies on
-(:func:`split_client_data`)."""
+(:func:`split_client_data`); for the stereo flavour, the stereo spec
+(:func:`stereo_demo_spec`) and the client's own procedural pairs (:func:`stereo_client_pairs`)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,48 @@ def demo_spec(quick: bool, max_flops: int,
         "distributed": {"scheme": "data_parallel", "subnets_per_step": 4},
         "constraint": {"max_flops": max_flops},
     }
+
+
+#: The stereo demo's supernet and its FLOPs limit, about halfway between the cheapest and
+#: the largest sub-network of :func:`stereo_demo_spec`'s space (14.0M..27.8M MACs at 32 px,
+#: 31.6M..62.5M at 48 px): the search has to give something up.
+STEREO_SUPERNET = "ofa_dispnetc_micro"
+STEREO_MAX_FLOPS = {True: 21_000_000, False: 47_000_000}
+#: The client's own stereo pairs use this seed offset from the task's: scenes the miners,
+#: who render the task's seed, never see.
+STEREO_HELD_OUT_SEED_OFFSET = 1_000
+
+
+def stereo_demo_spec(quick: bool, max_flops: int) -> dict[str, Any]:
+    """The stereo task the demo's client posts: ``ofa_dispnetc_micro`` on the built-in
+    procedural pairs (the miners render them from the spec's seed), 2 miners in data
+    parallel with the same 4 sub-networks per step, EPE as the objective."""
+    phases: list[dict[str, Any]] = [
+        {"name": "full", "epochs": 3 if quick else 6, "lr": 0.003},
+        {"name": "kernel", "epochs": 1 if quick else 2, "lr": 0.002, "subnets_per_step": 4}]
+    return {
+        "kind": "stereo", "objective": "min_epe", "seed": 7,
+        "dataset": {"name": "procedural-stereo"},
+        "search_space": {"kernel_sizes": [3, 5], "expand_ratios": [2.0, 4.0],
+                         "depths": [1, 2], "resolutions": [32 if quick else 48]},
+        "training": {"supernet": STEREO_SUPERNET, "batch_size": 32, "distill_weight": 0.0,
+                     "phases": phases},
+        "distributed": {"scheme": "data_parallel", "subnets_per_step": 4},
+        "constraint": {"max_flops": max_flops},
+    }
+
+
+async def stereo_client_pairs(spec: Mapping[str, Any], pairs: int, folder: Path) -> Path:
+    """Render the client's held-out stereo pairs (``manta-miner automl export-dataset
+    procedural-stereo``, as a process) sized like the spec's scenes but from another seed."""
+    out = folder / "held-out-stereo.npz"
+    seed = int(spec["seed"]) + STEREO_HELD_OUT_SEED_OFFSET
+    await run_json([*tool("manta-miner"), "automl", "export-dataset", "procedural-stereo",
+                    str(out), "--pairs", str(pairs), "--seed", str(seed),
+                    "--supernet", str(spec["training"]["supernet"]),
+                    "--resolution", str(max(spec["search_space"]["resolutions"])), "--json"])
+    logger.info("client stereo pairs rendered pairs=%d seed=%d", pairs, seed)
+    return out
 
 
 @dataclass(frozen=True)

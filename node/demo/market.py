@@ -18,7 +18,16 @@ import aiohttp
 
 from node.chain.market import TaskMarket
 from node.chain.models import TaskState
-from node.demo.data import ClientData, demo_spec, split_client_data
+from node.demo.data import (
+    HELD_OUT_FOLD,
+    HELD_OUT_FOLDS,
+    STEREO_HELD_OUT_SEED_OFFSET,
+    STEREO_MAX_FLOPS,
+    demo_spec,
+    split_client_data,
+    stereo_client_pairs,
+    stereo_demo_spec,
+)
 from node.demo.processes import (
     ClientCli,
     DemoError,
@@ -45,15 +54,29 @@ DEMO_CLIENT, DEMO_MINERS, DEMO_ARBITER = 1, (2, 3), 4
 
 @dataclass(frozen=True)
 class MarketDemoConfig:
-    """What the full demo runs: ``quick`` = digits and a smaller budget (tests)."""
+    """What the full demo runs: ``quick`` = digits and a smaller budget (tests); ``stereo`` =
+    the stereo flavour (a stereo supernet on procedural pairs, EPE verified by the client)."""
 
     devnet: DevnetConfig
     quick: bool = False
+    stereo: bool = False
     folder: Path | None = None  # None = a temporary folder removed at the end
     reward_wei: int = 3 * 10**17
     bond_wei: int = 2 * 10**16
-    max_flops: int = 4_000_000
+    max_flops: int | None = None  # None = the flavour's default
     timeout_s: float = 900.0
+
+    @property
+    def flops_limit(self) -> int:
+        if self.max_flops is not None:
+            return self.max_flops
+        return STEREO_MAX_FLOPS[self.quick] if self.stereo else 4_000_000
+
+    @property
+    def dataset(self) -> str:
+        if self.stereo:
+            return "procedural-stereo"
+        return "digits" if self.quick else "animal-mnist"
 
 
 @dataclass(frozen=True)
@@ -70,25 +93,45 @@ class _Run:
 
 async def _run_task(run: _Run, summary: MarketSummary, stages: Stages) -> None:
     """Client data → submit → train/search/submit → fetch/verify → accept → withdraw."""
+    if run.config.stereo:
+        await _run_stereo_task(run, summary, stages)
+        return
     data = await split_client_data(run.config.quick, run.work / "client-data")
     log = run.work / "data-server.log"
     server, base_url = start_data_server(data.train_file.parent, log)
     try:
         summary.dataset_url = f"{base_url}/{data.train_file.name}"
         summary.train_images, summary.eval_images = data.train_images, data.eval_images
+        summary.eval_set = f"i % {HELD_OUT_FOLDS} == {HELD_OUT_FOLD}"
         await until_served(summary.dataset_url, server, log)
         stages.done("client_data")
-        await _post_and_settle(run, data, summary, stages)
+        dataset = {"url": summary.dataset_url, "sha256": data.sha256}
+        spec = demo_spec(run.config.quick, run.config.flops_limit, dataset)
+        await _post_and_settle(run, spec, data.eval_file, summary, stages)
     finally:
         await asyncio.to_thread(terminate_group, server, 5.0)
 
 
-async def _post_and_settle(run: _Run, data: ClientData, summary: MarketSummary,
-                           stages: Stages) -> None:
+async def _run_stereo_task(run: _Run, summary: MarketSummary, stages: Stages) -> None:
+    """The stereo flavour: the miners render the task's procedural scenes themselves (the
+    spec names the built-in set and its seed); the client renders its own pairs from
+    another seed and verifies the delivered network's EPE on them."""
+    spec = stereo_demo_spec(run.config.quick, run.config.flops_limit)
+    folder = run.work / "client-data"
+    folder.mkdir(parents=True, exist_ok=True)
+    pairs = 64 if run.config.quick else 128
+    eval_file = await stereo_client_pairs(spec, pairs, folder)
+    summary.eval_images = pairs
+    summary.eval_set = f"procedural seed {spec['seed'] + STEREO_HELD_OUT_SEED_OFFSET}"
+    stages.done("client_data")
+    await _post_and_settle(run, spec, eval_file, summary, stages)
+
+
+async def _post_and_settle(run: _Run, spec: dict[str, Any], eval_file: Path,
+                           summary: MarketSummary, stages: Stages) -> None:
     config, market, client = run.config, run.market, run.client
     spec_file = run.work / "spec.json"
-    dataset = {"url": summary.dataset_url, "sha256": data.sha256}
-    spec_file.write_text(json.dumps(demo_spec(config.quick, config.max_flops, dataset)))
+    spec_file.write_text(json.dumps(spec))
     posted = await client.run(
         ["task", "submit", str(spec_file), "--reward", f"{config.reward_wei}wei",
          "--bond", f"{config.bond_wei}wei", "--slots", "2",
@@ -112,9 +155,10 @@ async def _post_and_settle(run: _Run, data: ClientData, summary: MarketSummary,
     await client.run(["task", "fetch", str(task_id), "--out", str(result)])
     read_result(result, summary)
     report = await client.run(["task", "verify", str(task_id), "--result", str(result),
-                               "--data", str(data.eval_file)])
+                               "--data", str(eval_file)])
     summary.verified = all(c["ok"] for c in report["checks"]) and report["_exit_code"] == 0
     summary.accuracy = report["measured"].get("accuracy", summary.claimed_accuracy)
+    summary.epe = report["measured"].get("epe", summary.claimed_epe)
     if not summary.verified:
         raise DemoError(f"the result failed verification: {report['checks']}")
     stages.done("fetch_verify")
@@ -162,8 +206,7 @@ async def run_marketplace(config: MarketDemoConfig) -> MarketSummary:
     work = Path(tempfile.mkdtemp(prefix="manta-demo-")) if owns else config.folder
     assert work is not None
     work.mkdir(parents=True, exist_ok=True)
-    summary = MarketSummary(dataset="digits" if config.quick else "animal-mnist",
-                            max_flops=config.max_flops)
+    summary = MarketSummary(dataset=config.dataset, max_flops=config.flops_limit)
     stages = Stages(summary)
     net_config = dataclasses.replace(config.devnet, folder=work / "net",
                                      deployment_file=work / "deployment.json",

@@ -174,14 +174,16 @@ class MinerProcess:
 
 
 def miner_toml(folder: Path, devnet: Devnet, index: int, port: int) -> Path:
-    """A daemon's settings: its data folder, the devnet keystore ``dev<index>``, the port."""
+    """A daemon's settings: its data folder, the devnet keystore ``dev<index>``, the port;
+    it serves both task kinds (a daemon's default is classification only)."""
     assert devnet.password_file is not None and devnet.config.deployment_file is not None
     text = (f'data_dir = "{folder / "data"}"\nlog_level = "INFO"\n'
             f'[chain]\ndeployment_file = "{devnet.config.deployment_file}"\n'
             f'[identity]\nkeystore_dir = "{devnet.folder / "keystores"}"\n'
             f'keystore = "dev{index}"\npassword_file = "{devnet.password_file}"\n'
             f'[http]\nport = {port}\n[indexer]\npoll_interval_s = 0.1\n'
-            '[tx]\npoll_interval_s = 0.1\n')
+            '[tx]\npoll_interval_s = 0.1\n'
+            '[policy]\nkinds = ["classification", "stereo"]\n')
     path = folder / "miner.toml"
     path.write_text(text, encoding="utf-8")
     return path

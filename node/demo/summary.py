@@ -14,7 +14,6 @@ import aiohttp
 from eth_utils.abi import function_abi_to_4byte_selector
 
 from node.chain.artifacts import load_artifact
-from node.demo.data import HELD_OUT_FOLD, HELD_OUT_FOLDS
 from node.devnet import Devnet
 from node.documents.manifest import ResultManifest
 
@@ -30,9 +29,15 @@ class MarketSummary:
     dataset: str = ""
     dataset_url: str = ""  # the training part, as the spec references it
     train_images: int = 0  # images i % HELD_OUT_FOLDS != HELD_OUT_FOLD of the built-in set
-    eval_images: int = 0  # the others: held out, never sent to the miners
+    eval_images: int = 0  # the others (or the client's own stereo pairs): never sent to miners
+    eval_set: str = ""  # which held-out data the client verified on
+    metric: str = "accuracy"  # the task's metric: "accuracy" or, for stereo, "epe" (px)
     accuracy: float | None = None  # on the client's held-out data (manta task verify)
     claimed_accuracy: float | None = None  # on the miners' validation split
+    epe: float | None = None  # stereo: on the client's own pairs
+    claimed_epe: float | None = None
+    largest_epe: float | None = None
+    front_max_epe: float | None = None
     flops: int = 0
     max_flops: int = 0
     front_max_flops: int = 0  # the largest network on the Pareto front
@@ -63,7 +68,9 @@ class MarketSummary:
             "task_id": self.task_id, "dataset": self.dataset, "verified": self.verified,
             "dataset_url": self.dataset_url, "train_images": self.train_images,
             "eval_images": self.eval_images,
-            "eval_fold": f"i % {HELD_OUT_FOLDS} == {HELD_OUT_FOLD}",
+            "eval_set": self.eval_set, "metric": self.metric, "epe": self.epe,
+            "claimed_epe": self.claimed_epe, "largest_epe": self.largest_epe,
+            "front_max_epe": self.front_max_epe,
             "claimed_accuracy": self.claimed_accuracy, "max_flops": self.max_flops,
             "front_max_flops": self.front_max_flops,
             "front_max_accuracy": self.front_max_accuracy,
@@ -118,12 +125,23 @@ def read_result(folder: Path, summary: MarketSummary) -> None:
     summary.flops = manifest.metrics.flops
     summary.claimed_accuracy = manifest.metrics.accuracy
     summary.front_size = len(manifest.pareto_front)
+    stereo = manifest.metrics.epe is not None
+    if stereo:  # scores are -EPE; the progress watcher's "largest" was an EPE too
+        summary.metric, summary.claimed_epe, summary.largest_accuracy = "epe", \
+            manifest.metrics.epe, None
     if manifest.pareto_front:
         largest = max(manifest.pareto_front, key=lambda p: p.flops)
-        summary.front_max_flops, summary.front_max_accuracy = largest.flops, largest.score
+        summary.front_max_flops = largest.flops
+        if stereo:
+            summary.front_max_epe = -largest.score
+        else:
+            summary.front_max_accuracy = largest.score
     if manifest.largest is not None:
         summary.largest_flops = manifest.largest.flops
-        summary.largest_accuracy = manifest.largest.score
+        if stereo:
+            summary.largest_epe = -manifest.largest.score
+        else:
+            summary.largest_accuracy = manifest.largest.score
 
 
 class ProgressWatcher:

@@ -49,9 +49,9 @@ def _none_left(marker: str, timeout_s: float = 15.0) -> list[str]:
     return left
 
 
-def _demo(folder: Path) -> subprocess.Popen[str]:
+def _demo(folder: Path, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen([str(MANTA_NODE), "demo", "--quick", "--json", "--folder",
-                             str(folder)], cwd=ROOT, stdout=subprocess.PIPE,
+                             str(folder), *extra], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
@@ -88,13 +88,41 @@ def test_quick_demo_settles_and_leaves_nothing_running(tmp_path: Path) -> None:
     # the miners trained on the URL part only; the client verified on the held-out rest
     # (disjoint by construction: the held-out fold i % 5 == 4 and all the other images)
     assert (summary["train_images"], summary["eval_images"]) == (1438, 359)
-    assert summary["eval_fold"] == "i % 5 == 4"
+    assert summary["eval_set"] == "i % 5 == 4" and summary["metric"] == "accuracy"
     spec = json.loads((folder / "spec.json").read_text())
     assert spec["dataset"]["url"] == summary["dataset_url"]
     assert spec["dataset"]["url"].startswith("http://127.0.0.1:") and "name" not in spec["dataset"]
     miner_copies = list(folder.glob("miner*/data/datasets/*"))
     assert len(miner_copies) == 2
     assert {p.name for p in miner_copies} == {spec["dataset"]["sha256"].removeprefix("0x")}
+    assert _none_left(str(folder)) == []
+
+
+def test_stereo_quick_demo_settles_with_epe_checked_on_the_clients_own_pairs(
+        tmp_path: Path) -> None:
+    _needs_tools()
+    folder = tmp_path / "demo"
+    process = _demo(folder, "--stereo")
+    try:
+        stdout, stderr = process.communicate(timeout=200)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr[-3000:]
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["state"] == "SETTLED" and summary["verified"] is True
+    assert summary["metric"] == "epe" and summary["accuracy"] is None
+    # EPE measured by the client on 64 pairs the miners never rendered (another seed), within
+    # the verifier's tolerance of the miners' claim
+    assert summary["eval_set"] == "procedural seed 1007" and summary["eval_images"] == 64
+    assert 0.0 < summary["epe"] <= 1.25 * summary["claimed_epe"]
+    assert summary["largest_epe"] > 0 and summary["front_size"] >= 1
+    assert 0 < summary["flops"] <= summary["max_flops"] < summary["largest_flops"]
+    spec = json.loads((folder / "spec.json").read_text())
+    assert spec["kind"] == "stereo" and spec["dataset"] == {"name": "procedural-stereo"}
+    calls = summary["gas_by_call"]
+    assert [len(calls[c]) for c in ("claim", "submitResult", "accept", "withdraw")] == [2, 1, 1, 2]
+    assert set(summary["withdrawn_wei"].values()) == {15 * 10**16 + 2 * 10**16}
     assert _none_left(str(folder)) == []
 
 
@@ -130,3 +158,20 @@ def test_demo_spec_is_a_valid_scheme_1_task(quick: bool) -> None:
     assert spec.distributed.scheme == "data_parallel" and spec.distributed.subnets_per_step == 4
     assert spec.constraint.max_flops == 4_000_000
     assert all(p.subnets_per_step == 4 for p in spec.training.phases if p.name != "full")
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_stereo_demo_spec_is_valid_and_its_flops_limit_binds(quick: bool) -> None:
+    from miner.automl.efficiency import flops_table
+    from miner.automl.registry import supernet_config
+    from miner.daemon import jobspec
+    from node.demo.data import STEREO_MAX_FLOPS, stereo_demo_spec
+    from node.documents.spec import parse_spec
+
+    spec = parse_spec(stereo_demo_spec(quick, STEREO_MAX_FLOPS[quick]))
+    jobspec.check_trainable(spec)
+    assert spec.distributed.scheme == "data_parallel" and spec.distributed.subnets_per_step == 4
+    config = supernet_config(spec.training.supernet, **jobspec.supernet_overrides(spec))
+    table = flops_table(config)
+    cheapest, largest = table.of(config.space.min_arch()), table.of(config.space.max_arch())
+    assert cheapest < STEREO_MAX_FLOPS[quick] < largest

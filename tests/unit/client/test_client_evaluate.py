@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from client.errors import VerifyError
 from client.verify import verify_folder
 from node.documents.manifest import Metrics, ResultManifest
 
@@ -73,3 +74,61 @@ def test_accuracy_on_own_data_is_measured_and_compared(tmp_path: Path) -> None:
     swapped = verify_folder(1, tmp_path / "honest", root, tmp_path / "heldout.npz")
     assert not swapped.ok and not swapped.evaluated
     assert [c.name for c in swapped.checks if not c.ok] == ["program sha256"]
+
+
+class _FlatDisparity(torch.nn.Module):
+    """A 'stereo network' on 4x8 inputs that predicts 1.5 px everywhere: coarse, then full."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        full = x[:, :1] * 0.0 + 1.5
+        return full[:, :, ::2, ::2], full
+
+
+def _stereo_delivery(folder: Path, claimed_epe: float) -> str:
+    folder.mkdir()
+    torch.set_num_threads(1)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    program = torch.export.export(_FlatDisparity().eval(), (torch.zeros(2, 6, 4, 8),),
+                                  dynamic_shapes=({0: batch},))
+    torch.export.save(program, str(folder / "model.pt2"))
+    program_sha = "0x" + hashlib.sha256((folder / "model.pt2").read_bytes()).hexdigest()
+    raw = json.dumps({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    weights = struct.pack("<Q", len(raw)) + raw + b"\0" * 4
+    arch = json.dumps({"flops": 8, "params": 1, "program_sha256": program_sha,
+                       "input_shape": [6, 4, 8]}).encode()
+    (folder / "model.safetensors").write_bytes(weights)
+    (folder / "arch.json").write_bytes(arch)
+    manifest = ResultManifest(
+        task_id=1, spec_hash="0x" + "1" * 64, arch={}, pareto_front=(),
+        weights_sha256="0x" + hashlib.sha256(weights).hexdigest(),
+        arch_json_sha256="0x" + hashlib.sha256(arch).hexdigest(),
+        metrics=Metrics(epe=claimed_epe, flops=8, params=1),
+        training_log_sha256="0x" + "0" * 64, group=("0x" + "4" * 40,), shares_wei=(1,))
+    (folder / "manifest.json").write_bytes(manifest.canonical())
+    return manifest.result_root()
+
+
+def test_stereo_epe_on_own_pairs_is_measured_at_their_size_and_compared(tmp_path: Path) -> None:
+    # pairs twice the network's size: the prediction (1.5 px at 4x8) comes back as 3.0 px
+    left = np.zeros((3, 3, 8, 16), np.uint8)
+    disparity = np.full((3, 8, 16), 4.0, np.float32)  # |3.0 - 4.0| = 1 on known pixels
+    disparity[0] = 0.0  # unknown: not counted
+    disparity[1, :, :8] = 2.0  # |3.0 - 2.0| = 1 too
+    disparity[2, 0, 0] = np.inf  # unknown
+    np.savez(tmp_path / "pairs.npz", left=left, right=left, disparity=disparity)
+    root = _stereo_delivery(tmp_path / "honest", claimed_epe=0.9)
+    report = verify_folder(1, tmp_path / "honest", root, tmp_path / "pairs.npz")
+    assert report.evaluated and report.measured["epe"] == pytest.approx(1.0, abs=1e-5)
+    assert report.ok, report.checks  # 1.0 <= 0.9 * 1.25
+
+    inflated_root = _stereo_delivery(tmp_path / "inflated", claimed_epe=0.5)
+    inflated = verify_folder(1, tmp_path / "inflated", inflated_root, tmp_path / "pairs.npz")
+    assert [c.name for c in inflated.checks if not c.ok] == ["EPE (your data)"]
+
+    np.savez(tmp_path / "classification.npz", x=np.zeros((2, 4, 8)), y=np.zeros(2))
+    with pytest.raises(VerifyError, match="left, right, disparity"):
+        verify_folder(1, tmp_path / "honest", root, tmp_path / "classification.npz")
+    np.savez(tmp_path / "grey.npz", left=left[:, :1], right=left[:, :1],
+             disparity=disparity)
+    with pytest.raises(VerifyError, match="3-channel views"):
+        verify_folder(1, tmp_path / "honest", root, tmp_path / "grey.npz")

@@ -221,3 +221,27 @@ def test_export_dataset_refuses_unknown_names_and_bad_folds(tmp_path: Path) -> N
     assert bad.exit_code == 1 and "outside 0..2" in bad.output
     assert empty.exit_code == 1 and "is empty" in empty.output
     assert not any(tmp_path.iterdir())
+
+
+def test_export_dataset_renders_the_stereo_scenes_a_run_trains_on(tmp_path: Path) -> None:
+    from miner.automl.registry import supernet_config
+    from miner.automl.runs import stereo_pairs
+
+    out = tmp_path / "pairs.npz"
+    result = _invoke("automl", "export-dataset", "procedural-stereo", str(out), "--pairs", "3",
+                     "--seed", "11", "--resolution", "32", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["height"] == 32
+    with np.load(out) as archive:
+        left, right, disparity = archive["left"], archive["right"], archive["disparity"]
+    assert left.shape == right.shape == (3, 3, 32, 64) and disparity.shape == (3, 32, 64)
+    assert left.min() >= 0.0 and left.max() <= 1.0 and disparity.min() > 0
+    # the same seed and size as a stereo run's: the very scenes it trains on
+    config = supernet_config("ofa_dispnetc_micro",
+                             space={"resolutions": [32], "n_stages": 6})
+    trained = stereo_pairs(config, 3, 11)
+    np.testing.assert_allclose(left * 2 - 1, trained.x[:, :3].numpy(), atol=1e-6)
+    np.testing.assert_array_equal(disparity, trained.y.numpy())
+    other = _invoke("automl", "export-dataset", "procedural-stereo", str(tmp_path / "b.npz"),
+                    "--supernet", "ofa_mbv3_tiny")
+    assert other.exit_code == 1 and "not a stereo supernet" in other.output
