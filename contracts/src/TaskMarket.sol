@@ -125,6 +125,8 @@ contract TaskMarket is EIP712, ReentrancyGuardTransient {
     mapping(address account => Account) private _accounts;
     mapping(address account => string) private _endpoints;
     mapping(address account => mapping(address token => uint256)) private _tokenCredits;
+    /// @dev Bit i set: group member i checked in (see {checkIn}).
+    mapping(uint256 taskId => uint256 slotBits) private _checkedIn;
     mapping(uint40 tokenId => address) private _tokens;
     mapping(address token => uint40 tokenId) private _tokenIds;
 
@@ -160,6 +162,7 @@ contract TaskMarket is EIP712, ReentrancyGuardTransient {
     event TaskSettled(uint256 indexed taskId, bool minersPaid);
     event TaskCancelled(uint256 indexed taskId);
     event TaskExpired(uint256 indexed taskId, bool bondsSlashed);
+    event MemberCheckedIn(uint256 indexed taskId, address indexed miner, uint8 slot);
     event Withdrawn(address indexed account, address indexed token, uint256 amount);
 
     error TaskMarketUnknownTask(uint256 taskId);
@@ -187,6 +190,8 @@ contract TaskMarket is EIP712, ReentrancyGuardTransient {
     error TaskMarketInvalidArbiter(address arbiter);
     error TaskMarketBeyondTimeHorizon(uint256 latestDeadline);
     error TaskMarketInvalidEndpoint(uint256 length);
+    error TaskMarketNotMember(uint256 taskId, address caller);
+    error TaskMarketAlreadyCheckedIn(uint256 taskId, address miner);
 
     constructor() EIP712("MANTA TaskMarket", "1") {}
 
@@ -329,15 +334,39 @@ contract TaskMarket is EIP712, ReentrancyGuardTransient {
         if (minersWin) {
             _payMiners(taskId, t);
         } else {
-            _payClient(taskId, t, State.Settled);
+            _payClient(taskId, t, State.Settled, 0);
         }
         emit DisputeResolved(taskId, msg.sender, minersWin);
         emit TaskSettled(taskId, minersWin);
     }
 
+    /// @notice A member of a RUNNING group says, inside the work window, that it is still there.
+    /// If the task expires without a result, the bonds of the members who checked in come
+    /// back to them and only the others' bonds go to the client: bonds punish a member who
+    /// vanished, not the one left behind. Every member still counts the task as failed.
+    function checkIn(uint256 taskId) external {
+        Task storage t = _existing(taskId);
+        State state = _effectiveState(t);
+        if (state != State.Running) revert TaskMarketWrongState(taskId, state);
+        uint32 workDeadline = _workDeadline(t);
+        if (block.timestamp > workDeadline) revert TaskMarketDeadlinePassed(taskId, workDeadline);
+        uint8 n = t.claimed;
+        mapping(uint256 => Member) storage members = _members[taskId];
+        for (uint8 i; i < n; ++i) {
+            if (members[i].account != msg.sender) continue;
+            uint256 bits = _checkedIn[taskId];
+            if (bits & (1 << i) != 0) revert TaskMarketAlreadyCheckedIn(taskId, msg.sender);
+            _checkedIn[taskId] = bits | (1 << i);
+            emit MemberCheckedIn(taskId, msg.sender, i);
+            return;
+        }
+        revert TaskMarketNotMember(taskId, msg.sender);
+    }
+
     /// @notice Anyone closes a task that ran out of time: OPEN with no claim after the claim
     /// deadline (reward refunded), or RUNNING without a result after the work deadline (reward
-    /// and every bond credited to the client).
+    /// and the bonds of the members who did not check in credited to the client; the others'
+    /// bonds back to them).
     function expire(uint256 taskId) external nonReentrant {
         Task storage t = _existing(taskId);
         State state = _effectiveState(t);
@@ -351,7 +380,7 @@ contract TaskMarket is EIP712, ReentrancyGuardTransient {
         } else if (state == State.Running) {
             uint32 workDeadline = _workDeadline(t);
             if (block.timestamp <= workDeadline) revert TaskMarketDeadlineNotReached(taskId, workDeadline);
-            _payClient(taskId, t, State.Expired);
+            _payClient(taskId, t, State.Expired, _checkedIn[taskId]);
             emit TaskExpired(taskId, true);
         } else {
             revert TaskMarketWrongState(taskId, state);
@@ -436,6 +465,17 @@ contract TaskMarket is EIP712, ReentrancyGuardTransient {
         for (uint256 i; i < n; ++i) {
             group[i] = _members[taskId][i].account;
         }
+    }
+
+    /// @notice Whether `miner` is a member of the task that checked in (see {checkIn}).
+    function isCheckedIn(uint256 taskId, address miner) external view returns (bool) {
+        uint256 bits = _checkedIn[taskId];
+        uint256 n = _tasks[taskId].claimed;
+        mapping(uint256 => Member) storage members = _members[taskId];
+        for (uint256 i; i < n; ++i) {
+            if (members[i].account == miner) return bits & (1 << i) != 0;
+        }
+        return false;
     }
 
     function creditOf(address account, address token) external view returns (uint256) {
@@ -608,19 +648,30 @@ contract TaskMarket is EIP712, ReentrancyGuardTransient {
     }
 
     /// @dev Client wins (lost dispute or missed work deadline): reward and every bond go to the client.
-    function _payClient(uint256 taskId, Task storage t, State terminal) private {
+    /// @dev The client gets the reward and the bonds of every member outside `spared` (slot
+    /// bits); members in `spared` get their own bond back.
+    function _payClient(uint256 taskId, Task storage t, State terminal, uint256 spared) private {
         t.state = terminal;
         uint256 n = t.claimed;
+        address token = _tokenOf(t.tokenId);
+        uint256 bond = t.bond;
+        uint256 slashed;
         mapping(uint256 => Member) storage members = _members[taskId];
         for (uint256 i; i < n; ++i) {
-            Account storage a = _accounts[members[i].account];
+            address account = members[i].account;
+            Account storage a = _accounts[account];
             if (terminal == State.Expired) {
                 a.failed += 1;
             } else {
                 a.disputesLost += 1;
             }
+            if (spared & (1 << i) != 0) {
+                _credit(account, token, bond);
+            } else {
+                slashed += bond;
+            }
         }
-        _credit(t.client, _tokenOf(t.tokenId), uint256(t.reward) + uint256(t.bond) * n);
+        _credit(t.client, token, uint256(t.reward) + slashed);
     }
 
     function _credit(address account, address token, uint256 amount) private {

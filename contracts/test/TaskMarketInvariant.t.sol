@@ -22,7 +22,7 @@ contract TaskMarketInvariantTest is Test {
         mtt = new MantaTestToken();
         handler = new MarketHandler(market, mtt);
         targetContract(address(handler));
-        bytes4[] memory selectors = new bytes4[](12);
+        bytes4[] memory selectors = new bytes4[](13);
         selectors[0] = MarketHandler.post.selector;
         selectors[1] = MarketHandler.claim.selector;
         selectors[2] = MarketHandler.submit.selector;
@@ -35,6 +35,7 @@ contract TaskMarketInvariantTest is Test {
         selectors[9] = MarketHandler.withdraw.selector;
         selectors[10] = MarketHandler.warp.selector;
         selectors[11] = MarketHandler.attack.selector;
+        selectors[12] = MarketHandler.checkIn.selector;
         targetSelector(FuzzSelector({addr: address(handler), selectors: selectors}));
     }
 

@@ -259,6 +259,56 @@ contract TaskMarketLifecycleTest is MarketFixture {
         _withdrawAll(token, client, 13 ether);
     }
 
+    function test_expire_returnsTheBondsOfMembersWhoCheckedIn() public {
+        _checkExpireWithCheckIn(address(0));
+        _checkExpireWithCheckIn(address(mtt));
+    }
+
+    function _checkExpireWithCheckIn(address token) internal {
+        uint256 taskId = _running(token, 3);
+        address[] memory group = market.membersOf(taskId);
+        vm.warp(block.timestamp + WORK_WINDOW); // the deadline itself is still inside the window
+        vm.expectEmit(address(market));
+        emit TaskMarket.MemberCheckedIn(taskId, group[2], 2);
+        vm.prank(group[2]);
+        market.checkIn(taskId);
+        vm.prank(group[0]);
+        market.checkIn(taskId);
+        assertTrue(market.isCheckedIn(taskId, group[2]), "member 2 checked in");
+        assertTrue(!market.isCheckedIn(taskId, group[1]), "member 1 did not");
+        assertTrue(!market.isCheckedIn(taskId, stranger), "not a member");
+        uint32[3] memory failedBefore;
+        for (uint256 i; i < 3; ++i) {
+            (, failedBefore[i],) = market.reputationOf(group[i]);
+        }
+        vm.warp(block.timestamp + 1);
+        market.expire(taskId);
+        assertEq(market.creditOf(client, token), 11 ether, "reward + the silent member's bond");
+        assertEq(market.creditOf(group[0], token), 1 ether, "leader's bond back");
+        assertEq(market.creditOf(group[1], token), 0, "silent member slashed");
+        assertEq(market.creditOf(group[2], token), 1 ether, "member 2's bond back");
+        for (uint256 i; i < 3; ++i) {
+            (, uint32 failed,) = market.reputationOf(group[i]);
+            assertEq(failed, failedBefore[i] + 1, "every member counts the failure");
+        }
+        _withdrawAll(token, client, 11 ether);
+        _withdrawAll(token, group[2], 1 ether);
+    }
+
+    function test_lostDispute_slashesEvenMembersWhoCheckedIn() public {
+        uint256 taskId = _running(address(0), 2);
+        address[] memory group = market.membersOf(taskId);
+        vm.prank(group[1]);
+        market.checkIn(taskId);
+        _submit(taskId, _equalShares(10 ether, 2));
+        vm.prank(client);
+        market.dispute(taskId, bytes32("bad"));
+        vm.prank(arbiter);
+        market.resolve(taskId, false);
+        assertEq(market.creditOf(client, address(0)), 12 ether, "reward + both bonds");
+        assertEq(market.creditOf(group[1], address(0)), 0, "no bond back after a lost dispute");
+    }
+
     function test_expire_implicitlyStartedTask() public {
         uint256 taskId = _postNative(4);
         _claim(taskId, miners[0]);

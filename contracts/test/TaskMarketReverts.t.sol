@@ -388,6 +388,31 @@ contract TaskMarketRevertsTest is MarketFixture {
         market.postTask{value: p.reward}(p, "");
     }
 
+    function test_checkIn_refusals() public {
+        uint256 open = _postNative(2);
+        _claim(open, miners[0]);
+        vm.prank(miners[0]);
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketWrongState.selector, open, TaskMarket.State.Open));
+        market.checkIn(open);
+
+        uint256 taskId = _running(address(0), 2);
+        vm.prank(stranger);
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketNotMember.selector, taskId, stranger));
+        market.checkIn(taskId);
+        vm.prank(miners[1]);
+        market.checkIn(taskId);
+        vm.prank(miners[1]);
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketAlreadyCheckedIn.selector, taskId, miners[1]));
+        market.checkIn(taskId);
+        uint64 workDeadline = market.getTask(taskId).workDeadline;
+        vm.warp(workDeadline + 1);
+        vm.prank(miners[0]);
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketDeadlinePassed.selector, taskId, workDeadline));
+        market.checkIn(taskId);
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketUnknownTask.selector, 99));
+        market.checkIn(99);
+    }
+
     function test_invalidEndpoint() public {
         vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketInvalidEndpoint.selector, 0));
         vm.prank(stranger);

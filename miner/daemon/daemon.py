@@ -282,6 +282,8 @@ class MinerDaemon:
             await self._advance(event.task_id, phase, "" if event.miners_paid else "lost")
         elif isinstance(event, TaskExpired | TaskCancelled):
             await self._advance(event.task_id, TaskPhase.FAILED, type(event).__name__)
+            if isinstance(event, TaskExpired) and self.flow is not None:
+                await self.flow.reclaim_bond(event.task_id)
         elif isinstance(event, TaskDisputed):
             await self._on_disputed(event)
 

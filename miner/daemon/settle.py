@@ -13,14 +13,18 @@ task per poll, each step idempotent:
   appears, check it (task, spec hash, group and order, shares = reward), download the
   weights and architecture artifacts (hash-checked, so this member serves them too), sign;
   phase ``signing``. ``ResultSubmitted`` then moves it to ``submitted``.
+- **every member of a running group** — in the last :data:`CHECK_IN_SHARE` of the work
+  window, with no result submitted yet: check in on chain (intent ``check_in``), so that if
+  the task expires (a member vanished, the group could not finish) this member's bond comes
+  back to it; only the silent members' bonds go to the client.
 - **everyone** — ``submitted`` past the review deadline with a silent client (or, once
   disputed, past the arbitration deadline with a silent arbiter): finalize
   (intent ``finalize``; a revert because someone else did it first costs nothing). After
   ``TaskSettled``: withdraw the credit in the task's token (intent ``withdraw``); phase
   ``withdrawn``.
 
-Intent records of ``submit``/``finalize``/``withdraw`` left open by a crash are reconciled
-by :meth:`ResultFlow.recover` (the chain says whether the effect happened).
+Intent records of ``submit``/``finalize``/``withdraw``/``check_in`` left open by a crash are
+reconciled by :meth:`ResultFlow.recover` (the chain says whether the effect happened).
 """
 
 from __future__ import annotations
@@ -47,6 +51,10 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 SendOnce = Callable[[str, int, Callable[[], Awaitable[TxReceipt]]], Awaitable[TxReceipt | None]]
 TRAINING_PHASES = (TaskPhase.FORMED, TaskPhase.TRAINING, TaskPhase.SEARCHING)
+#: Phases in which a member still owes a result and checks in near the work deadline.
+UNSUBMITTED_PHASES = (*TRAINING_PHASES, TaskPhase.SIGNING, TaskPhase.SUBMITTING)
+#: The tail of the work window (a fraction of it) in which a member checks in.
+CHECK_IN_SHARE = 0.1
 STEP_PHASES = (*TRAINING_PHASES, TaskPhase.SIGNING, TaskPhase.SUBMITTING, TaskPhase.SUBMITTED,
                TaskPhase.SETTLED)
 
@@ -192,11 +200,41 @@ class ResultFlow:
                                   lambda: self._market.withdraw(view.token))
         await self._db(self._store.set_phase, record.task_id, TaskPhase.WITHDRAWN, "")
 
+    async def _check_in(self, record: TaskRecord, view: TaskView, now: int) -> None:
+        """Check in once, in the last :data:`CHECK_IN_SHARE` of a running task's work window."""
+        opens = view.work_deadline - max(1, int(view.work_window_s * CHECK_IN_SHARE))
+        if view.state is not TaskState.RUNNING or not opens <= now <= view.work_deadline:
+            return
+        if await self._market.is_checked_in(record.task_id, self.address):
+            return
+        try:
+            await self._send_once("check_in", record.task_id,
+                                  lambda: self._market.check_in(record.task_id))
+            logger.info("checked in task=%d work_deadline=%d", record.task_id,
+                        view.work_deadline)
+        except ContractRevert as exc:
+            logger.warning("check-in refused task=%d reason=%s", record.task_id, exc)
+
+    async def reclaim_bond(self, task_id: int) -> None:
+        """After an expiry: withdraw the bond the contract returned because this member
+        checked in (intent ``withdraw``); the task stays ``failed``."""
+        record = await self._db(self._store.task, task_id)
+        if record is None or not record.group:
+            return  # not a task of ours
+        if not await self._market.is_checked_in(task_id, self.address):
+            return
+        view = await self._market.get_task(task_id)
+        if await self._market.credit_of(self.address, view.token) > 0:
+            await self._send_once("withdraw", task_id, lambda: self._market.withdraw(view.token))
+            logger.info("bond returned after expiry task=%d", task_id)
+
     async def step(self, record: TaskRecord, now: int) -> None:
         """One idempotent step of ``record``'s task (see the module docstring)."""
         if record.phase not in STEP_PHASES or not record.group:
             return
         view = await self._market.get_task(record.task_id)
+        if record.phase in UNSUBMITTED_PHASES:
+            await self._check_in(record, view, now)
         try:
             if record.phase in TRAINING_PHASES and record.role == "member":
                 if now <= view.work_deadline:
@@ -221,10 +259,13 @@ class ResultFlow:
             return view.state is TaskState.SETTLED
         if record.purpose == "withdraw":
             return await self._market.credit_of(self.address, view.token) == 0
+        if record.purpose == "check_in":
+            return await self._market.is_checked_in(record.task_id, self.address)
         raise ChainError(f"no reconciliation for purpose {record.purpose!r}")
 
     async def recover(self, record: TxRecord, own_tx_pending: bool) -> Resolution:
-        """Reconcile an open ``submit``/``finalize``/``withdraw`` record with the chain."""
+        """Reconcile an open ``submit``/``finalize``/``withdraw``/``check_in`` record with
+        the chain."""
         resolution = reconcile(record, await self._done_on_chain(record), own_tx_pending)
         if resolution is Resolution.DONE:
             await self._db(self._store.mark_mined, record.tx_id, None, None)

@@ -33,6 +33,7 @@ from node.chain.models import (
     ChainEvent,
     DisputeResolved,
     LogEntry,
+    MemberCheckedIn,
     MinerRegistered,
     Reputation,
     ResultSubmitted,
@@ -270,6 +271,11 @@ class TaskMarket:
     async def expire(self, task_id: int) -> TxReceipt:
         return await self._send("expire", _task_id(task_id))
 
+    async def check_in(self, task_id: int) -> TxReceipt:
+        """As a member of a RUNNING group, inside the work window: if the task expires, this
+        member's bond comes back (``TaskMarketNotMember``, ``TaskMarketAlreadyCheckedIn``)."""
+        return await self._send("checkIn", _task_id(task_id))
+
     async def cancel(self, task_id: int) -> TxReceipt:
         return await self._send("cancel", _task_id(task_id))
 
@@ -293,6 +299,10 @@ class TaskMarket:
 
     async def members_of(self, task_id: int) -> list[str]:
         return list((await self._view("membersOf", _task_id(task_id)))[0])
+
+    async def is_checked_in(self, task_id: int, miner: str) -> bool:
+        return bool((await self._view("isCheckedIn", _task_id(task_id),
+                                      checksum_address(miner)))[0])
 
     async def credit_of(self, account: str, token: str = ZERO_ADDRESS) -> int:
         args = (checksum_address(account), checksum_address(token))
@@ -398,6 +408,11 @@ class TaskMarket:
         self, from_block: BlockId = 0, to_block: BlockId = "latest", task_id: int | None = None
     ) -> list[TaskExpired]:
         return await self.get_events(TaskExpired, from_block, to_block, task_id)
+
+    async def get_member_checked_in(
+        self, from_block: BlockId = 0, to_block: BlockId = "latest", task_id: int | None = None
+    ) -> list[MemberCheckedIn]:
+        return await self.get_events(MemberCheckedIn, from_block, to_block, task_id)
 
     async def get_withdrawn(
         self, from_block: BlockId = 0, to_block: BlockId = "latest", account: str | None = None

@@ -306,6 +306,12 @@ class TaskExpired(ChainEvent):
     bonds_slashed: bool
 
 
+class MemberCheckedIn(ChainEvent):
+    task_id: int
+    miner: Address
+    slot: int
+
+
 class Withdrawn(ChainEvent):
     account: Address
     token: Address
@@ -316,7 +322,7 @@ EVENT_MODELS: Mapping[str, type[ChainEvent]] = {
     cls.__name__: cls
     for cls in (
         MinerRegistered, TaskPosted, TaskClaimed, TaskStarted, ResultSubmitted, TaskDisputed,
-        DisputeResolved, TaskSettled, TaskCancelled, TaskExpired, Withdrawn,
+        DisputeResolved, TaskSettled, TaskCancelled, TaskExpired, MemberCheckedIn, Withdrawn,
     )
 }
 

@@ -50,6 +50,8 @@ from node.devnet import Devnet, DevnetConfig, terminate_group
 logger = logging.getLogger(__name__)
 
 DEMO_CLIENT, DEMO_MINERS, DEMO_ARBITER = 1, (2, 3), 4
+#: How long the miners may take to decide and claim (they fetch the spec and price it).
+CLAIM_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,11 @@ async def _post_and_settle(run: _Run, spec: dict[str, Any], eval_file: Path,
          "--arbiter", run.devnet.accounts[DEMO_ARBITER].address, "--work-window", "1d"])
     task_id = summary.task_id = int(posted["task_id"])
     stages.done("submit")
+
+    async def claimed() -> bool:  # a refusal (its reason is in the daemon logs) fails here
+        return len(await market.members_of(task_id)) == len(run.miners)
+
+    await until(claimed, run.miners, CLAIM_TIMEOUT_S, f"claims of task {task_id} by both miners")
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
         watcher = ProgressWatcher(http, [m.url for m in run.miners], task_id, summary)

@@ -23,6 +23,7 @@ from node.chain.market import TaskMarket
 from node.chain.models import (
     ChainEvent,
     DisputeResolved,
+    MemberCheckedIn,
     ResultSubmitted,
     TaskCancelled,
     TaskClaimed,
@@ -44,6 +45,7 @@ _NAMES: Mapping[type[ChainEvent], str] = {
     TaskPosted: "posted", TaskClaimed: "claimed", TaskStarted: "started",
     ResultSubmitted: "submitted", TaskDisputed: "disputed", DisputeResolved: "resolved",
     TaskSettled: "settled", TaskCancelled: "cancelled", TaskExpired: "expired",
+    MemberCheckedIn: "checked_in",
 }
 _DETAILS: Mapping[type[ChainEvent], tuple[str, ...]] = {
     TaskPosted: ("client", "reward_wei", "bond_wei", "slots", "claim_deadline", "spec_uri"),
@@ -51,6 +53,7 @@ _DETAILS: Mapping[type[ChainEvent], tuple[str, ...]] = {
     ResultSubmitted: ("leader", "result_root", "review_deadline", "result_uri"),
     TaskDisputed: ("arbitration_deadline",), DisputeResolved: ("miners_won",),
     TaskSettled: ("miners_paid",), TaskExpired: ("bonds_slashed",), TaskCancelled: (),
+    MemberCheckedIn: ("miner", "slot"),
 }
 
 

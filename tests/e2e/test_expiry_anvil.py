@@ -1,10 +1,11 @@
 """A group that loses a member for good: two real ``manta-miner run`` daemons claim a 2-slot
 task and train together; the member's daemon and its runner are SIGKILLed mid-training and
-never come back. No result can be signed, so after the work deadline the client expires
-the task (``manta task expire``): the contract (``_payClient``) credits it the reward and
-*both* bonds, the survivor's too — a group that does not deliver forfeits every bond. The
-surviving daemon stops its runner, marks the task failed and has nothing to withdraw.
-Every wallet is checked to the wei."""
+never come back. No result can be signed. In the last tenth of the work window the
+surviving daemon checks in on chain (``checkIn``); the dead one cannot. After the work
+deadline the client expires the task (``manta task expire``): the contract credits it the
+reward and the dead member's bond, and gives the survivor its bond back, which the
+surviving daemon withdraws by itself; it stops its runner and marks the task failed. Both
+members count the failure. Every wallet is checked to the wei."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ REWARD, BOND = 10**17, 3 * 10**15
 WORK_WINDOW_S = 3600
 
 
-async def test_dead_member_task_expires_and_client_takes_the_bonds(tmp_path: Path) -> None:
+async def test_dead_member_task_expires_the_client_takes_its_bond_the_survivor_keeps_its_own(tmp_path: Path) -> None:
     async with open_market(tmp_path) as env:
         before = {i: await env.balance(i) for i in (CLIENT, *MINERS)}
         miners = await env.start_miners()
@@ -55,7 +56,16 @@ async def test_dead_member_task_expires_and_client_takes_the_bonds(tmp_path: Pat
             await env.client.run(["task", "expire", str(task_id)])
         assert await env.market.state_of(task_id) is TaskState.RUNNING
 
-        await env.warp(WORK_WINDOW_S + 60)
+        # into the last tenth of the work window: the survivor checks in, the dead one can't
+        view = await env.market.get_task(task_id)
+        now = int((await env.devnet.rpc.get_block("latest"))["timestamp"])
+        await env.warp(view.work_deadline - now - WORK_WINDOW_S // 20)
+        await env.until(lambda: env.market.is_checked_in(task_id, leader.address), 30,
+                        "the survivor to check in", alive=[leader])
+        assert not await env.market.is_checked_in(task_id, member.address)
+        assert [p for p, _ in txs_of(leader, task_id)] == ["claim", "check_in"]
+
+        await env.warp(WORK_WINDOW_S // 10)
         expired = await env.client.run(["task", "expire", str(task_id)])
         assert expired["state"] == "EXPIRED"
         await env.until(lambda: phase_of(leader, task_id) == ("failed", "TaskExpired")
@@ -68,19 +78,24 @@ async def test_dead_member_task_expires_and_client_takes_the_bonds(tmp_path: Pat
         assert total is not None and progress_steps(leader, task_id)[-1] < total
 
         assert await env.market.state_of(task_id) is TaskState.EXPIRED
+        # the survivor withdraws its returned bond by itself
+        await env.until(lambda: [p for p, _ in txs_of(leader, task_id)]
+                        == ["claim", "check_in", "withdraw"], 30,
+                        "the survivor to withdraw its bond", alive=[leader])
         for miner in miners:
             reputation = await env.market.reputation_of(miner.address)
             assert (reputation.completed, reputation.failed) == (0, 1)
             assert await env.market.credit_of(miner.address) == 0
-        assert [p for p, _ in txs_of(leader, task_id)] == ["claim"]
-        assert await env.market.credit_of(env.address(CLIENT)) == REWARD + 2 * BOND
+        assert await env.market.credit_of(env.address(CLIENT)) == REWARD + BOND
         withdrawn = await env.client.run(["withdraw"])
-        assert withdrawn["amount_wei"] == REWARD + 2 * BOND
+        assert withdrawn["amount_wei"] == REWARD + BOND
 
         after = {i: await env.balance(i) for i in (CLIENT, *MINERS)}
-        assert after[CLIENT] == before[CLIENT] + 2 * BOND - await env.gas_paid_wei(CLIENT)
-        for index in MINERS:  # the dead member and the survivor alike lost their bond
-            assert after[index] == before[index] - BOND - await env.gas_paid_wei(index)
+        assert after[CLIENT] == before[CLIENT] + BOND - await env.gas_paid_wei(CLIENT)
+        dead = next(i for i in MINERS if env.address(i) == member.address)
+        survivor = next(i for i in MINERS if env.address(i) == leader.address)
+        assert after[dead] == before[dead] - BOND - await env.gas_paid_wei(dead)
+        assert after[survivor] == before[survivor] - await env.gas_paid_wei(survivor)
         assert leader.process.poll() is None  # the survivor daemon goes on serving
 
 

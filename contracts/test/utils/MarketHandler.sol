@@ -167,8 +167,19 @@ contract MarketHandler {
         vm.prank(actors[callerSeed % actors.length]);
         try market.expire(taskId) {
             if (t.claimed == 0) expectedCredit[t.client][t.token] += t.reward;
-            else _creditClientWithBonds(taskId);
+            else _creditExpired(taskId);
             ++successes[this.expire.selector];
+        } catch {}
+    }
+
+    function checkIn(uint256 taskSeed, uint256 memberSeed) external {
+        uint256 taskId = _pick(taskSeed);
+        if (taskId == 0) return;
+        address[] memory group = market.membersOf(taskId);
+        if (group.length == 0) return;
+        vm.prank(group[memberSeed % group.length]);
+        try market.checkIn(taskId) {
+            ++successes[this.checkIn.selector];
         } catch {}
     }
 
@@ -246,6 +257,19 @@ contract MarketHandler {
     function _creditClientWithBonds(uint256 taskId) internal {
         TaskMarket.TaskView memory t = market.getTask(taskId);
         expectedCredit[t.client][t.token] += uint256(t.reward) + uint256(t.bond) * t.claimed;
+    }
+
+    /// @dev An expired RUNNING task: members who checked in get their bond back, the client
+    /// the reward and the other bonds.
+    function _creditExpired(uint256 taskId) internal {
+        TaskMarket.TaskView memory t = market.getTask(taskId);
+        address[] memory group = market.membersOf(taskId);
+        uint256 toClient = t.reward;
+        for (uint256 i; i < group.length; ++i) {
+            if (market.isCheckedIn(taskId, group[i])) expectedCredit[group[i]][t.token] += t.bond;
+            else toClient += t.bond;
+        }
+        expectedCredit[t.client][t.token] += toClient;
     }
 
     // ------------------------------------------------------------ helpers

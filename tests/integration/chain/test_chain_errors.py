@@ -233,6 +233,24 @@ async def _invalid_endpoint(chain: Chain) -> Any:
     return "outsider", act, "TaskMarketInvalidEndpoint(length=257)"
 
 
+@scenario("TaskMarketNotMember")
+async def _not_member(chain: Chain) -> Any:
+    tid = await chain.post()
+    await chain.claim(tid, ["miner0"])
+    act = lambda: chain.market("miner1").check_in(tid)  # noqa: E731
+    return "miner1", act, f"TaskMarketNotMember(taskId={tid}, caller={chain.address('miner1')})"
+
+
+@scenario("TaskMarketAlreadyCheckedIn")
+async def _already_checked_in(chain: Chain) -> Any:
+    tid = await chain.post()
+    await chain.claim(tid, ["miner0"])
+    await chain.market("miner0").check_in(tid)
+    act = lambda: chain.market("miner0").check_in(tid)  # noqa: E731
+    who = chain.address("miner0")
+    return "miner0", act, f"TaskMarketAlreadyCheckedIn(taskId={tid}, miner={who})"
+
+
 @scenario("ERC20InsufficientBalance")
 async def _erc20_balance(chain: Chain) -> Any:
     who = chain.address("outsider")  # holds no tokens

@@ -8,6 +8,7 @@ from typing import Any
 from node.chain.models import (
     ChainEvent,
     DisputeResolved,
+    MemberCheckedIn,
     ResultSubmitted,
     TaskCancelled,
     TaskClaimed,
@@ -134,9 +135,13 @@ def test_cancelled_and_expired_tasks_end_early() -> None:
     assert [s.key for s in expired.stages] == ["posted", "claimed", "running", "expired"]
     assert expired.stages[-1].time_s is None
     slashed = build_timeline(TASK, view(TaskState.EXPIRED, claimed=2), [
-        posted(), *claims(), TaskExpired(**where(8), task_id=TASK, bonds_slashed=True)],
+        posted(), *claims(), MemberCheckedIn(**where(7), task_id=TASK, miner=MINER_B, slot=1),
+        TaskExpired(**where(8), task_id=TASK, bonds_slashed=True)],
         TIMES, T0 + 9999)
     assert slashed.stages[-1].time_s == T0 + 80
+    # the survivor's check-in is in the event log, with who checked in
+    checked = [e for e in slashed.events if e.name == "checked_in"]
+    assert [(e.detail["miner"], e.detail["slot"]) for e in checked] == [(MINER_B, 1)]
 
 
 def test_the_timeline_is_json_for_the_page() -> None:
