@@ -36,7 +36,8 @@ REWARD, BOND = 10**17, 3 * 10**15
 WORK_WINDOW_S = 3600
 
 
-async def test_dead_member_task_expires_the_client_takes_its_bond_the_survivor_keeps_its_own(tmp_path: Path) -> None:
+async def test_dead_member_task_expires_the_client_takes_its_bond_the_survivor_keeps_its_own(
+        tmp_path: Path) -> None:
     async with open_market(tmp_path) as env:
         before = {i: await env.balance(i) for i in (CLIENT, *MINERS)}
         miners = await env.start_miners()
