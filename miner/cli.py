@@ -181,6 +181,8 @@ def search_command(
     population: Annotated[int, typer.Option()] = 64,
     generations: Annotated[int, typer.Option()] = 60,
     seed: Annotated[int, typer.Option()] = 0,
+    onnx: Annotated[bool, typer.Option(
+        help="Also export model.onnx (pip install 'manta[onnx]').")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Search a trained supernet under limits and export the chosen sub-network."""
@@ -200,6 +202,7 @@ def search_command(
         population=population,
         generations=generations,
         seed=seed,
+        onnx=onnx,
     )
     prepared = prepare_search(request)
     console = Console(stderr=True, quiet=json_out)

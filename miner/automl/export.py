@@ -12,7 +12,10 @@ With ``program=True`` (the default) it also holds ``model.pt2``, the same networ
 ``torch.export`` program with a dynamic batch dimension (outputs: logits, or the stereo
 net's tuple of disparity maps), pinned by ``program_sha256`` inside
 ``arch.json``: a client verifies a result with torch alone, without any miner code.
-ONNX export is not provided: the ``onnx`` package is not part of the miner's stack.
+With ``onnx=True`` it also holds ``model.onnx`` (``torch.onnx`` export, dynamic batch,
+pinned by ``onnx_sha256`` in ``arch.json``), for runtimes without torch; it needs the
+``onnx`` extra (``pip install 'manta[onnx]'``: onnx and onnxscript, and onnxruntime to run
+it).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from miner.automl.errors import CheckpointError
 from miner.automl.space import Arch
 from miner.automl.static import FORMAT as STATIC_FORMAT
 from miner.automl.static import NetSpec, build_static
+from node.errors import ConfigError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -39,6 +43,7 @@ if TYPE_CHECKING:
 WEIGHTS_FILE = "model.safetensors"
 ARCH_FILE = "arch.json"
 PROGRAM_FILE = "model.pt2"
+ONNX_FILE = "model.onnx"
 
 
 @dataclass(frozen=True)
@@ -72,8 +77,32 @@ def _write_program(net: nn.Module, input_shape: tuple[int, int, int], path: Path
     return _sha256(path)
 
 
+def _write_onnx(net: nn.Module, input_shape: tuple[int, int, int], path: Path) -> str:
+    """Save ``net`` as ONNX taking ``[B, *input_shape]``; returns its sha256."""
+    import importlib.util
+
+    missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(f"ONNX export needs {' and '.join(missing)}: "
+                          "pip install 'manta[onnx]'")
+    import torch
+
+    was_training = net.training
+    net.eval()
+    try:
+        exported = torch.onnx.export(
+            net, (torch.zeros(2, *input_shape),), dynamo=True,
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1 << 16)},),
+            verbose=False)
+        assert exported is not None
+        exported.save(str(path))
+    finally:
+        net.train(was_training)
+    return _sha256(path)
+
+
 def export_subnet(
-    supernet: OFASupernet, arch: Arch, out_dir: Path, program: bool = True
+    supernet: OFASupernet, arch: Arch, out_dir: Path, program: bool = True, onnx: bool = False
 ) -> ExportedSubnet:
     """Extract ``arch`` from ``supernet`` and write it to ``out_dir`` (created if needed)."""
     # the cost models import the supernet code; loading stays torch-only
@@ -98,6 +127,8 @@ def export_subnet(
     if program:
         program_path = out_dir / PROGRAM_FILE
         description["program_sha256"] = _write_program(net, input_shape, program_path)
+    if onnx:
+        description["onnx_sha256"] = _write_onnx(net, input_shape, out_dir / ONNX_FILE)
     arch_path = out_dir / ARCH_FILE
     arch_path.write_text(json.dumps(description, sort_keys=True, indent=1), encoding="utf-8")
     return ExportedSubnet(weights, arch_path, _sha256(weights), program_path)

@@ -188,6 +188,7 @@ class SearchRequest:
     population: int = 64
     generations: int = 60
     seed: int = 0
+    onnx: bool = False  # also export model.onnx (needs the onnx extra)
 
 
 @dataclass(frozen=True)
@@ -327,7 +328,7 @@ def run_search(prepared: PreparedSearch, on_subnet: SubnetProgress | None = None
     staging = request.out_dir.with_name(f".{request.out_dir.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        export_subnet(net, chosen, staging)
+        export_subnet(net, chosen, staging, onnx=request.onnx)
         write_atomic(staging / SEARCH_FILE, json.dumps(summary, sort_keys=True, indent=1).encode())
         staging.rename(request.out_dir)
     except BaseException:

@@ -110,9 +110,11 @@ def test_search_exports_a_network_within_the_limit(trained: Path) -> None:
         "8",
         "--generations",
         "2",
+        "--onnx",
         "--json",
     )
     assert result.exit_code == 0, result.output
+    assert (out / "model.onnx").stat().st_size > 0  # --onnx: beside the torch files
     summary = json.loads(result.output.strip().splitlines()[-1])
     assert summary["costs"]["flops"] <= 400_000 and 0.0 <= summary["val_accuracy"] <= 1.0
     arch = load_exported_arch(out)

@@ -102,6 +102,44 @@ def test_export_roundtrip_in_a_process_without_supernet_code(tmp_path: Path, nam
         assert close(program(x[:1]), tuple(w[:1] for w in as_tuple(want)))
 
 
+@pytest.mark.parametrize("name", ["ofa_mbv3_tiny", "ofa_dispnetc_micro"])
+def test_onnx_export_runs_in_onnx_runtime_and_matches(tmp_path: Path, name: str) -> None:
+    ort = pytest.importorskip("onnxruntime")  # the dev extra installs it (via manta[onnx])
+    torch.manual_seed(0)
+    supernet = create_supernet(name).eval()
+    arch = supernet.space.sample(np.random.default_rng(5))
+    export_subnet(supernet, arch, tmp_path, program=False, onnx=True)
+    description = json.loads((tmp_path / "arch.json").read_text())
+    onnx_bytes = (tmp_path / "model.onnx").read_bytes()
+    assert description["onnx_sha256"] == hashlib.sha256(onnx_bytes).hexdigest()
+    assert not (tmp_path / "model.pt2").exists()
+    x = torch.randn(5, *description["input_shape"])
+    supernet.set_active(arch)
+    with torch.no_grad():
+        want = as_tuple(supernet(x))
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        error = float(np.abs(g - w.numpy()).max() / np.abs(w.numpy()).max())
+        assert error <= 1e-5, error
+
+
+def test_onnx_export_without_the_onnx_packages_says_what_to_install(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from node.errors import ConfigError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnxscript" else real(name, *a))
+    supernet = create_supernet("ofa_mbv3_tiny")
+    with pytest.raises(ConfigError, match=r"onnxscript: pip install 'manta\[onnx\]'"):
+        export_subnet(supernet, supernet.space.min_arch(), tmp_path, program=False, onnx=True)
+
+
 @pytest.mark.parametrize("name", list_supernets())
 def test_export_equals_the_supernet_on_random_subnets(tmp_path: Path, name: str) -> None:
     """Every registered supernet: the exported static network computes what the supernet
