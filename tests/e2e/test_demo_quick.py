@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,17 +56,23 @@ def _demo(folder: Path, *extra: str) -> subprocess.Popen[str]:
                             stderr=subprocess.PIPE, text=True)
 
 
-def test_quick_demo_settles_and_leaves_nothing_running(tmp_path: Path) -> None:
+def _summary_of_demo(folder: Path, *extra: str) -> dict[str, Any]:
+    """Run the quick demo to the end; its last line, the summary JSON."""
     _needs_tools()
-    folder = tmp_path / "demo"
-    process = _demo(folder)
+    process = _demo(folder, *extra)
     try:
         stdout, stderr = process.communicate(timeout=200)
     finally:
         if process.poll() is None:
             process.kill()
     assert process.returncode == 0, stderr[-3000:]
-    summary = json.loads(stdout.strip().splitlines()[-1])
+    summary: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
+    return summary
+
+
+def test_quick_demo_settles_and_leaves_nothing_running(tmp_path: Path) -> None:
+    folder = tmp_path / "demo"
+    summary = _summary_of_demo(folder)
     assert summary["state"] == "SETTLED"
     assert isinstance(summary["accuracy"], float) and 0.0 <= summary["accuracy"] <= 1.0
     assert 0 < summary["flops"] <= summary["max_flops"]
@@ -100,16 +107,8 @@ def test_quick_demo_settles_and_leaves_nothing_running(tmp_path: Path) -> None:
 
 def test_stereo_quick_demo_settles_with_epe_checked_on_the_clients_own_pairs(
         tmp_path: Path) -> None:
-    _needs_tools()
     folder = tmp_path / "demo"
-    process = _demo(folder, "--stereo")
-    try:
-        stdout, stderr = process.communicate(timeout=200)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 0, stderr[-3000:]
-    summary = json.loads(stdout.strip().splitlines()[-1])
+    summary = _summary_of_demo(folder, "--stereo")
     assert summary["state"] == "SETTLED" and summary["verified"] is True
     assert summary["metric"] == "epe" and summary["accuracy"] is None
     # EPE measured by the client on 64 pairs the miners never rendered (another seed), within

@@ -7,6 +7,7 @@ import hashlib
 import json
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -34,25 +35,34 @@ def _program(path: Path) -> str:
     return "0x" + hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _delivery(folder: Path, claimed_accuracy: float) -> str:
-    folder.mkdir()
-    program_sha = _program(folder / "model.pt2")
-    header = {"1.weight": {"dtype": "F32", "shape": [2, 16], "data_offsets": [0, 128]},
-              "1.bias": {"dtype": "F32", "shape": [2], "data_offsets": [128, 136]}}
+def _write_result(folder: Path, header: dict[str, Any], arch_json: dict[str, Any],
+                  metrics: Metrics) -> str:
+    """Weights (a safetensors header over zeros), arch.json and the manifest pinning both;
+    ``folder/model.pt2`` is already there. Returns the manifest's root."""
     raw = json.dumps(header).encode()
-    weights = struct.pack("<Q", len(raw)) + raw + b"\0" * 136
-    arch = json.dumps({"flops": 32, "params": 34, "program_sha256": program_sha,
-                       "arch": {"resolution": 4}, "net": {"in_channels": 1}}).encode()
+    size = max(meta["data_offsets"][1] for meta in header.values())
+    weights = struct.pack("<Q", len(raw)) + raw + b"\0" * size
+    program_sha = "0x" + hashlib.sha256((folder / "model.pt2").read_bytes()).hexdigest()
+    arch = json.dumps({**arch_json, "program_sha256": program_sha}).encode()
     (folder / "model.safetensors").write_bytes(weights)
     (folder / "arch.json").write_bytes(arch)
     manifest = ResultManifest(
         task_id=1, spec_hash="0x" + "1" * 64, arch={}, pareto_front=(),
         weights_sha256="0x" + hashlib.sha256(weights).hexdigest(),
-        arch_json_sha256="0x" + hashlib.sha256(arch).hexdigest(),
-        metrics=Metrics(accuracy=claimed_accuracy, flops=32, params=34),
+        arch_json_sha256="0x" + hashlib.sha256(arch).hexdigest(), metrics=metrics,
         training_log_sha256="0x" + "0" * 64, group=("0x" + "4" * 40,), shares_wei=(1,))
     (folder / "manifest.json").write_bytes(manifest.canonical())
     return manifest.result_root()
+
+
+def _delivery(folder: Path, claimed_accuracy: float) -> str:
+    folder.mkdir()
+    _program(folder / "model.pt2")
+    header = {"1.weight": {"dtype": "F32", "shape": [2, 16], "data_offsets": [0, 128]},
+              "1.bias": {"dtype": "F32", "shape": [2], "data_offsets": [128, 136]}}
+    return _write_result(folder, header, {"flops": 32, "params": 34, "arch": {"resolution": 4},
+                                          "net": {"in_channels": 1}},
+                         Metrics(accuracy=claimed_accuracy, flops=32, params=34))
 
 
 def test_accuracy_on_own_data_is_measured_and_compared(tmp_path: Path) -> None:
@@ -91,21 +101,9 @@ def _stereo_delivery(folder: Path, claimed_epe: float) -> str:
     program = torch.export.export(_FlatDisparity().eval(), (torch.zeros(2, 6, 4, 8),),
                                   dynamic_shapes=({0: batch},))
     torch.export.save(program, str(folder / "model.pt2"))
-    program_sha = "0x" + hashlib.sha256((folder / "model.pt2").read_bytes()).hexdigest()
-    raw = json.dumps({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
-    weights = struct.pack("<Q", len(raw)) + raw + b"\0" * 4
-    arch = json.dumps({"flops": 8, "params": 1, "program_sha256": program_sha,
-                       "input_shape": [6, 4, 8]}).encode()
-    (folder / "model.safetensors").write_bytes(weights)
-    (folder / "arch.json").write_bytes(arch)
-    manifest = ResultManifest(
-        task_id=1, spec_hash="0x" + "1" * 64, arch={}, pareto_front=(),
-        weights_sha256="0x" + hashlib.sha256(weights).hexdigest(),
-        arch_json_sha256="0x" + hashlib.sha256(arch).hexdigest(),
-        metrics=Metrics(epe=claimed_epe, flops=8, params=1),
-        training_log_sha256="0x" + "0" * 64, group=("0x" + "4" * 40,), shares_wei=(1,))
-    (folder / "manifest.json").write_bytes(manifest.canonical())
-    return manifest.result_root()
+    header = {"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}
+    return _write_result(folder, header, {"flops": 8, "params": 1, "input_shape": [6, 4, 8]},
+                         Metrics(epe=claimed_epe, flops=8, params=1))
 
 
 def test_stereo_epe_on_own_pairs_is_measured_at_their_size_and_compared(tmp_path: Path) -> None:
