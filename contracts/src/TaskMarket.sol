@@ -355,8 +355,8 @@ contract TaskMarket is EIP712, ReentrancyGuardTransient {
         for (uint8 i; i < n; ++i) {
             if (members[i].account != msg.sender) continue;
             uint256 bits = _checkedIn[taskId];
-            if (bits & (1 << i) != 0) revert TaskMarketAlreadyCheckedIn(taskId, msg.sender);
-            _checkedIn[taskId] = bits | (1 << i);
+            if (bits & (uint256(1) << i) != 0) revert TaskMarketAlreadyCheckedIn(taskId, msg.sender);
+            _checkedIn[taskId] = bits | (uint256(1) << i);
             emit MemberCheckedIn(taskId, msg.sender, i);
             return;
         }
@@ -473,7 +473,7 @@ contract TaskMarket is EIP712, ReentrancyGuardTransient {
         uint256 n = _tasks[taskId].claimed;
         mapping(uint256 => Member) storage members = _members[taskId];
         for (uint256 i; i < n; ++i) {
-            if (members[i].account == miner) return bits & (1 << i) != 0;
+            if (members[i].account == miner) return bits & (uint256(1) << i) != 0;
         }
         return false;
     }
@@ -665,7 +665,7 @@ contract TaskMarket is EIP712, ReentrancyGuardTransient {
             } else {
                 a.disputesLost += 1;
             }
-            if (spared & (1 << i) != 0) {
+            if (spared & (uint256(1) << i) != 0) {
                 _credit(account, token, bond);
             } else {
                 slashed += bond;

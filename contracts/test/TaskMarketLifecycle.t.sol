@@ -295,6 +295,18 @@ contract TaskMarketLifecycleTest is MarketFixture {
         _withdrawAll(token, group[2], 1 ether);
     }
 
+    function test_checkIn_ofTheLastOfTenSlots() public {
+        uint256 taskId = _running(address(0), 10);
+        address last = market.membersOf(taskId)[9];
+        vm.prank(last);
+        market.checkIn(taskId);
+        assertTrue(market.isCheckedIn(taskId, last), "slot 9 checked in");
+        vm.warp(block.timestamp + WORK_WINDOW + 1);
+        market.expire(taskId);
+        assertEq(market.creditOf(last, address(0)), 1 ether, "slot 9's bond back");
+        assertEq(market.creditOf(client, address(0)), 19 ether, "reward + nine bonds");
+    }
+
     function test_lostDispute_slashesEvenMembersWhoCheckedIn() public {
         uint256 taskId = _running(address(0), 2);
         address[] memory group = market.membersOf(taskId);

@@ -12,7 +12,7 @@ abstract contract MarketFixture is Test {
     uint32 internal constant WORK_WINDOW = 1 days;
     uint32 internal constant REVIEW_WINDOW = 2 hours;
     uint32 internal constant ARBITRATION_WINDOW = 3 hours;
-    uint256 internal constant MINERS = 8;
+    uint256 internal constant MINERS = 10;
     bytes32 internal constant SPEC_HASH = keccak256("spec");
     bytes32 internal constant VALIDATION_HASH = keccak256("validation");
     bytes32 internal constant ROOT = keccak256("result manifest");
