@@ -647,9 +647,9 @@ contract TaskMarket is EIP712, ReentrancyGuardTransient {
         }
     }
 
-    /// @dev Client wins (lost dispute or missed work deadline): reward and every bond go to the client.
-    /// @dev The client gets the reward and the bonds of every member outside `spared` (slot
-    /// bits); members in `spared` get their own bond back.
+    /// @dev Client wins (lost dispute or missed work deadline): the reward and the bond of every
+    /// member outside `spared` (slot bits: those who checked in before an expiry; none after a
+    /// lost dispute) go to the client; members in `spared` get their own bond back.
     function _payClient(uint256 taskId, Task storage t, State terminal, uint256 spared) private {
         t.state = terminal;
         uint256 n = t.claimed;
