@@ -239,7 +239,9 @@ def task_fetch(
 @task_app.command("verify")
 def task_verify(
     ctx: typer.Context, task_id: TaskId,
-    data: Annotated[Path | None, typer.Option(help="Your held-out data (.npz).")] = None,
+    data: Annotated[Path | None, typer.Option(
+        help="Your held-out data (.npz): x and y for classification (accuracy); left, right "
+             "and disparity for stereo (EPE).")] = None,
     result: Annotated[Path | None, typer.Option(
         help="A folder from `task fetch` (default: fetch into a temporary one).")] = None,
     as_json: JsonOpt = False,
