@@ -53,6 +53,16 @@ def _unit_images(x: Any) -> Any:
     return (torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) / scale).mul(2.0).sub(1.0)
 
 
+def _run(module: Any, batch: Any, program: Path) -> Any:
+    """The delivered program on one batch; any failure is the delivery's (a program that
+    does not take the input its own arch.json describes)."""
+    try:
+        return module(batch)
+    except Exception as exc:
+        raise VerifyError(reason=f"{program.name} failed on your data: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+
+
 def _load_program(program: Path) -> Any:
     import torch
 
@@ -68,6 +78,9 @@ def _load_data(path: Path, resolution: int | None, in_channels: int | None) -> A
     import torch.nn.functional as F
 
     x, y = _read_npz(path, ("x", "y"))
+    if len(x) == 0 or len(x) != len(y):
+        raise VerifyError(reason=f"{path}: x and y must hold the same number (> 0) of samples, "
+                                 f"got {len(x)} and {len(y)}")
     images = _unit_images(x)
     if images.ndim == 3:
         images = images[:, None]
@@ -90,7 +103,7 @@ def accuracy_on(program: Path, data: Path, resolution: int | None,
     correct = 0
     with torch.no_grad():
         for start in range(0, len(labels), BATCH):
-            logits = module(images[start:start + BATCH])
+            logits = _run(module, images[start:start + BATCH], program)
             correct += int((logits.argmax(dim=1) == labels[start:start + BATCH]).sum())
     return correct / max(len(labels), 1)
 
@@ -107,15 +120,17 @@ def epe_on(program: Path, data: Path, input_shape: tuple[int, int, int]) -> floa
     import torch.nn.functional as F
 
     left, right, disparity = _read_npz(data, ("left", "right", "disparity"))
-    if left.ndim != 4 or left.shape != right.shape or disparity.shape != (
+    if left.ndim != 4 or len(left) == 0 or left.shape != right.shape or disparity.shape != (
             left.shape[0], *left.shape[2:]):
         raise VerifyError(reason=f"{data}: left and right must be [N, C, H, W] and disparity "
-                                 f"[N, H, W], got {left.shape}, {right.shape}, {disparity.shape}")
+                                 f"[N, H, W] with N > 0, got {left.shape}, {right.shape}, "
+                                 f"{disparity.shape}")
     channels, h, w = input_shape
     if 2 * left.shape[1] != channels:
         raise VerifyError(reason=f"{data}: the network takes {channels // 2}-channel views, "
                                  f"the pairs have {left.shape[1]}")
-    pairs = torch.cat([_unit_images(left), _unit_images(right)], 1)
+    # one scale for both views: an image pair is 0..255 or 0..1 as a whole
+    pairs = _unit_images(np.concatenate([left, right], 1))
     truth = torch.from_numpy(np.ascontiguousarray(disparity, dtype=np.float32))
     height, width = truth.shape[-2:]
     module = _load_program(program)
@@ -125,7 +140,13 @@ def epe_on(program: Path, data: Path, input_shape: tuple[int, int, int]) -> floa
             batch = pairs[start:start + STEREO_BATCH]
             if (height, width) != (h, w):
                 batch = F.interpolate(batch, size=(h, w), mode="bilinear", align_corners=False)
-            pred = module(batch)[-1]
+            outputs = _run(module, batch, program)
+            pred = outputs[-1] if isinstance(outputs, tuple | list) else None
+            if pred is None or tuple(pred.shape) != (len(batch), 1, h, w):
+                got = [tuple(o.shape) for o in outputs] if isinstance(outputs, tuple | list) \
+                    else type(outputs).__name__
+                raise VerifyError(reason=f"{program.name} should end with a [B, 1, {h}, {w}] "
+                                         f"disparity map, gave {got}")
             if (height, width) != (h, w):
                 pred = F.interpolate(pred, size=(height, width), mode="bilinear",
                                      align_corners=False) * (width / w)

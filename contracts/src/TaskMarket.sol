@@ -341,9 +341,11 @@ contract TaskMarket is EIP712, ReentrancyGuardTransient {
     }
 
     /// @notice A member of a RUNNING group says, inside the work window, that it is still there.
-    /// If the task expires without a result, the bonds of the members who checked in come
-    /// back to them and only the others' bonds go to the client: bonds punish a member who
-    /// vanished, not the one left behind. Every member still counts the task as failed.
+    /// If the task expires without a result while some member stayed silent, the bonds of the
+    /// members who checked in come back to them and only the silent members' bonds go to the
+    /// client: bonds punish a member who vanished, not the ones it left behind. If every member
+    /// checked in, nobody vanished and every bond goes to the client. Every member still counts
+    /// the task as failed.
     function checkIn(uint256 taskId) external {
         Task storage t = _existing(taskId);
         State state = _effectiveState(t);
@@ -365,8 +367,9 @@ contract TaskMarket is EIP712, ReentrancyGuardTransient {
 
     /// @notice Anyone closes a task that ran out of time: OPEN with no claim after the claim
     /// deadline (reward refunded), or RUNNING without a result after the work deadline (reward
-    /// and the bonds of the members who did not check in credited to the client; the others'
-    /// bonds back to them).
+    /// and the bonds of the members who did not check in credited to the client, the others'
+    /// bonds back to them; every bond to the client if all checked in). `bondsSlashed` says
+    /// whether any bond went to the client.
     function expire(uint256 taskId) external nonReentrant {
         Task storage t = _existing(taskId);
         State state = _effectiveState(t);
@@ -380,8 +383,12 @@ contract TaskMarket is EIP712, ReentrancyGuardTransient {
         } else if (state == State.Running) {
             uint32 workDeadline = _workDeadline(t);
             if (block.timestamp <= workDeadline) revert TaskMarketDeadlineNotReached(taskId, workDeadline);
-            _payClient(taskId, t, State.Expired, _checkedIn[taskId]);
-            emit TaskExpired(taskId, true);
+            // Members who checked in are spared only if someone else stayed silent: a group
+            // that is all present and still delivers nothing forfeits every bond.
+            uint256 spared = _checkedIn[taskId];
+            if (spared == (uint256(1) << t.claimed) - 1) spared = 0;
+            uint256 slashed = _payClient(taskId, t, State.Expired, spared);
+            emit TaskExpired(taskId, slashed != 0);
         } else {
             revert TaskMarketWrongState(taskId, state);
         }
@@ -650,12 +657,14 @@ contract TaskMarket is EIP712, ReentrancyGuardTransient {
     /// @dev Client wins (lost dispute or missed work deadline): the reward and the bond of every
     /// member outside `spared` (slot bits: those who checked in before an expiry; none after a
     /// lost dispute) go to the client; members in `spared` get their own bond back.
-    function _payClient(uint256 taskId, Task storage t, State terminal, uint256 spared) private {
+    function _payClient(uint256 taskId, Task storage t, State terminal, uint256 spared)
+        private
+        returns (uint256 slashed)
+    {
         t.state = terminal;
         uint256 n = t.claimed;
         address token = _tokenOf(t.tokenId);
         uint256 bond = t.bond;
-        uint256 slashed;
         mapping(uint256 => Member) storage members = _members[taskId];
         for (uint256 i; i < n; ++i) {
             address account = members[i].account;

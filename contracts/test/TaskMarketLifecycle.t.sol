@@ -307,6 +307,21 @@ contract TaskMarketLifecycleTest is MarketFixture {
         assertEq(market.creditOf(client, address(0)), 19 ether, "reward + nine bonds");
     }
 
+    function test_expire_whenEveryMemberCheckedIn_slashesEveryBond() public {
+        uint256 taskId = _running(address(0), 2);
+        address[] memory group = market.membersOf(taskId);
+        for (uint256 i; i < 2; ++i) {
+            vm.prank(group[i]);
+            market.checkIn(taskId);
+        }
+        vm.warp(block.timestamp + WORK_WINDOW + 1);
+        vm.expectEmit(address(market));
+        emit TaskMarket.TaskExpired(taskId, true);
+        market.expire(taskId);
+        assertEq(market.creditOf(client, address(0)), 12 ether, "reward + both bonds");
+        assertEq(market.creditOf(group[0], address(0)), 0, "nobody vanished: no bond back");
+    }
+
     function test_lostDispute_slashesEvenMembersWhoCheckedIn() public {
         uint256 taskId = _running(address(0), 2);
         address[] memory group = market.membersOf(taskId);

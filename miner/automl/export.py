@@ -77,14 +77,19 @@ def _write_program(net: nn.Module, input_shape: tuple[int, int, int], path: Path
     return _sha256(path)
 
 
-def _write_onnx(net: nn.Module, input_shape: tuple[int, int, int], path: Path) -> str:
-    """Save ``net`` as ONNX taking ``[B, *input_shape]``; returns its sha256."""
+def require_onnx() -> None:
+    """Raise :class:`ConfigError` (what to install) unless ONNX export can run."""
     import importlib.util
 
     missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
     if missing:
         raise ConfigError(f"ONNX export needs {' and '.join(missing)}: "
                           "pip install 'manta[onnx]'")
+
+
+def _write_onnx(net: nn.Module, input_shape: tuple[int, int, int], path: Path) -> str:
+    """Save ``net`` as ONNX taking ``[B, *input_shape]``; returns its sha256."""
+    require_onnx()
     import torch
 
     was_training = net.training

@@ -251,6 +251,10 @@ class PreparedSearch:
 
 def prepare_search(request: SearchRequest) -> PreparedSearch:
     """Load and check the trained run, the limits and the data; writes nothing."""
+    if request.onnx:  # before the search, not after it: a missing package would waste it
+        from miner.automl.export import require_onnx
+
+        require_onnx()
     from miner.automl.efficiency import flops_table, params_table
     from miner.automl.search import SearchProblem
 

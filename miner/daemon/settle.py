@@ -16,15 +16,17 @@ task per poll, each step idempotent:
 - **every member of a running group** — in the last :data:`CHECK_IN_SHARE` of the work
   window, with no result submitted yet: check in on chain (intent ``check_in``), so that if
   the task expires (a member vanished, the group could not finish) this member's bond comes
-  back to it; only the silent members' bonds go to the client.
+  back to it (unless every member checked in); after ``TaskExpired`` the daemon withdraws
+  it (intent ``reclaim``; the task stays ``failed``).
 - **everyone** — ``submitted`` past the review deadline with a silent client (or, once
   disputed, past the arbitration deadline with a silent arbiter): finalize
   (intent ``finalize``; a revert because someone else did it first costs nothing). After
   ``TaskSettled``: withdraw the credit in the task's token (intent ``withdraw``); phase
   ``withdrawn``.
 
-Intent records of ``submit``/``finalize``/``withdraw``/``check_in`` left open by a crash are
-reconciled by :meth:`ResultFlow.recover` (the chain says whether the effect happened).
+Intent records of ``submit``/``finalize``/``withdraw``/``check_in``/``reclaim`` left open by a
+crash are reconciled by :meth:`ResultFlow.recover` (the chain says whether the effect
+happened).
 """
 
 from __future__ import annotations
@@ -51,8 +53,9 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 SendOnce = Callable[[str, int, Callable[[], Awaitable[TxReceipt]]], Awaitable[TxReceipt | None]]
 TRAINING_PHASES = (TaskPhase.FORMED, TaskPhase.TRAINING, TaskPhase.SEARCHING)
-#: Phases in which a member still owes a result and checks in near the work deadline.
-UNSUBMITTED_PHASES = (*TRAINING_PHASES, TaskPhase.SIGNING, TaskPhase.SUBMITTING)
+#: Phases in which a member still owes a result and checks in near the work deadline
+#: (not ``submitting``: a leader sending the result has nothing to check in for).
+UNSUBMITTED_PHASES = (*TRAINING_PHASES, TaskPhase.SIGNING)
 #: The tail of the work window (a fraction of it) in which a member checks in.
 CHECK_IN_SHARE = 0.1
 STEP_PHASES = (*TRAINING_PHASES, TaskPhase.SIGNING, TaskPhase.SUBMITTING, TaskPhase.SUBMITTED,
@@ -200,24 +203,32 @@ class ResultFlow:
                                   lambda: self._market.withdraw(view.token))
         await self._db(self._store.set_phase, record.task_id, TaskPhase.WITHDRAWN, "")
 
-    async def _check_in(self, record: TaskRecord, view: TaskView, now: int) -> None:
-        """Check in once, in the last :data:`CHECK_IN_SHARE` of a running task's work window."""
+    @staticmethod
+    def _check_in_due(view: TaskView, now: int) -> bool:
+        """In the last :data:`CHECK_IN_SHARE` of a running task's work window."""
         opens = view.work_deadline - max(1, int(view.work_window_s * CHECK_IN_SHARE))
-        if view.state is not TaskState.RUNNING or not opens <= now <= view.work_deadline:
+        return view.state is TaskState.RUNNING and opens <= now <= view.work_deadline
+
+    async def _check_in(self, task_id: int, now: int) -> None:
+        """Check in once, if the task (read again: this poll's step may have submitted it)
+        is still running inside the last part of its work window."""
+        view = await self._market.get_task(task_id)
+        if not self._check_in_due(view, now):
             return
-        if await self._market.is_checked_in(record.task_id, self.address):
+        if await self._market.is_checked_in(task_id, self.address):
             return
         try:
-            await self._send_once("check_in", record.task_id,
-                                  lambda: self._market.check_in(record.task_id))
-            logger.info("checked in task=%d work_deadline=%d", record.task_id,
-                        view.work_deadline)
+            receipt = await self._send_once("check_in", task_id,
+                                            lambda: self._market.check_in(task_id))
         except ContractRevert as exc:
-            logger.warning("check-in refused task=%d reason=%s", record.task_id, exc)
+            logger.warning("check-in refused task=%d reason=%s", task_id, exc)
+            return
+        if receipt is not None:
+            logger.info("checked in task=%d work_deadline=%d", task_id, view.work_deadline)
 
     async def reclaim_bond(self, task_id: int) -> None:
         """After an expiry: withdraw the bond the contract returned because this member
-        checked in (intent ``withdraw``); the task stays ``failed``."""
+        checked in (intent ``reclaim``, which leaves the task ``failed``)."""
         record = await self._db(self._store.task, task_id)
         if record is None or not record.group:
             return  # not a task of ours
@@ -225,16 +236,16 @@ class ResultFlow:
             return
         view = await self._market.get_task(task_id)
         if await self._market.credit_of(self.address, view.token) > 0:
-            await self._send_once("withdraw", task_id, lambda: self._market.withdraw(view.token))
-            logger.info("bond returned after expiry task=%d", task_id)
+            receipt = await self._send_once("reclaim", task_id,
+                                            lambda: self._market.withdraw(view.token))
+            if receipt is not None:
+                logger.info("bond returned after expiry task=%d", task_id)
 
     async def step(self, record: TaskRecord, now: int) -> None:
         """One idempotent step of ``record``'s task (see the module docstring)."""
         if record.phase not in STEP_PHASES or not record.group:
             return
         view = await self._market.get_task(record.task_id)
-        if record.phase in UNSUBMITTED_PHASES:
-            await self._check_in(record, view, now)
         try:
             if record.phase in TRAINING_PHASES and record.role == "member":
                 if now <= view.work_deadline:
@@ -248,6 +259,8 @@ class ResultFlow:
                 await self._withdraw(record, view)
         except (PeerError, ResultRefused) as exc:
             logger.warning("result step postponed task=%d error=%s", record.task_id, exc)
+        if record.phase in UNSUBMITTED_PHASES and self._check_in_due(view, now):
+            await self._check_in(record.task_id, now)
 
     # ---- recovery ----------------------------------------------------------------------------
 
@@ -257,15 +270,15 @@ class ResultFlow:
             return view.state in (TaskState.SUBMITTED, TaskState.DISPUTED, TaskState.SETTLED)
         if record.purpose == "finalize":
             return view.state is TaskState.SETTLED
-        if record.purpose == "withdraw":
+        if record.purpose in ("withdraw", "reclaim"):
             return await self._market.credit_of(self.address, view.token) == 0
         if record.purpose == "check_in":
             return await self._market.is_checked_in(record.task_id, self.address)
         raise ChainError(f"no reconciliation for purpose {record.purpose!r}")
 
     async def recover(self, record: TxRecord, own_tx_pending: bool) -> Resolution:
-        """Reconcile an open ``submit``/``finalize``/``withdraw``/``check_in`` record with
-        the chain."""
+        """Reconcile an open ``submit``/``finalize``/``withdraw``/``check_in``/``reclaim``
+        record with the chain."""
         resolution = reconcile(record, await self._done_on_chain(record), own_tx_pending)
         if resolution is Resolution.DONE:
             await self._db(self._store.mark_mined, record.tx_id, None, None)
@@ -274,4 +287,6 @@ class ResultFlow:
                 await self._db(self._store.set_phase, record.task_id, after[record.purpose], "")
         elif resolution is Resolution.RETRY:
             await self._db(self._store.mark_abandoned, record.tx_id)  # the next step re-sends
+            if record.purpose == "reclaim":  # no step comes for a failed task: re-send now
+                await self.reclaim_bond(record.task_id)
         return resolution

@@ -164,8 +164,8 @@ async def _post_and_settle(run: _Run, spec: dict[str, Any], eval_file: Path,
     report = await client.run(["task", "verify", str(task_id), "--result", str(result),
                                "--data", str(eval_file)])
     summary.verified = all(c["ok"] for c in report["checks"]) and report["_exit_code"] == 0
-    summary.accuracy = report["measured"].get("accuracy", summary.claimed_accuracy)
-    summary.epe = report["measured"].get("epe", summary.claimed_epe)
+    summary.accuracy = report["measured"].get("accuracy")  # None: not measured (no program)
+    summary.epe = report["measured"].get("epe")
     if not summary.verified:
         raise DemoError(f"the result failed verification: {report['checks']}")
     stages.done("fetch_verify")

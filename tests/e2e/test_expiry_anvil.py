@@ -81,7 +81,7 @@ async def test_dead_member_task_expires_the_client_takes_its_bond_the_survivor_k
         assert await env.market.state_of(task_id) is TaskState.EXPIRED
         # the survivor withdraws its returned bond by itself
         await env.until(lambda: [p for p, _ in txs_of(leader, task_id)]
-                        == ["claim", "check_in", "withdraw"], 30,
+                        == ["claim", "check_in", "reclaim"], 30,
                         "the survivor to withdraw its bond", alive=[leader])
         for miner in miners:
             reputation = await env.market.reputation_of(miner.address)

@@ -259,14 +259,19 @@ contract MarketHandler {
         expectedCredit[t.client][t.token] += uint256(t.reward) + uint256(t.bond) * t.claimed;
     }
 
-    /// @dev An expired RUNNING task: members who checked in get their bond back, the client
-    /// the reward and the other bonds.
+    /// @dev An expired RUNNING task: members who checked in get their bond back unless all
+    /// did, the client the reward and the other bonds.
     function _creditExpired(uint256 taskId) internal {
         TaskMarket.TaskView memory t = market.getTask(taskId);
         address[] memory group = market.membersOf(taskId);
         uint256 toClient = t.reward;
+        uint256 present;
         for (uint256 i; i < group.length; ++i) {
-            if (market.isCheckedIn(taskId, group[i])) expectedCredit[group[i]][t.token] += t.bond;
+            if (market.isCheckedIn(taskId, group[i])) ++present;
+        }
+        for (uint256 i; i < group.length; ++i) {
+            bool spared = present < group.length && market.isCheckedIn(taskId, group[i]);
+            if (spared) expectedCredit[group[i]][t.token] += t.bond;
             else toClient += t.bond;
         }
         expectedCredit[t.client][t.token] += toClient;

@@ -130,3 +130,26 @@ def test_stereo_epe_on_own_pairs_is_measured_at_their_size_and_compared(tmp_path
              disparity=disparity)
     with pytest.raises(VerifyError, match="3-channel views"):
         verify_folder(1, tmp_path / "honest", root, tmp_path / "grey.npz")
+
+
+def test_bad_data_or_a_program_that_does_not_fit_is_a_verify_error(tmp_path: Path) -> None:
+    root = _stereo_delivery(tmp_path / "stereo", claimed_epe=1.0)
+    np.savez(tmp_path / "empty.npz", left=np.zeros((0, 3, 8, 16)), right=np.zeros((0, 3, 8, 16)),
+             disparity=np.zeros((0, 8, 16)))
+    with pytest.raises(VerifyError, match="N > 0"):
+        verify_folder(1, tmp_path / "stereo", root, tmp_path / "empty.npz")
+    # a classification program delivered for a stereo claim: it cannot take a stereo pair
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    _program(wrong / "model.pt2")
+    header = {"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}
+    wrong_root = _write_result(wrong, header, {"flops": 8, "params": 1, "input_shape": [6, 4, 8]},
+                               Metrics(epe=1.0, flops=8, params=1))
+    np.savez(tmp_path / "pairs.npz", left=np.zeros((2, 3, 4, 8), np.uint8),
+             right=np.zeros((2, 3, 4, 8), np.uint8), disparity=np.ones((2, 4, 8), np.float32))
+    with pytest.raises(VerifyError, match=r"model\.pt2 failed on your data"):
+        verify_folder(1, wrong, wrong_root, tmp_path / "pairs.npz")
+    np.savez(tmp_path / "none.npz", x=np.zeros((0, 8, 8)), y=np.zeros(0))
+    classification_root = _delivery(tmp_path / "classification", claimed_accuracy=0.5)
+    with pytest.raises(VerifyError, match="same number"):
+        verify_folder(1, tmp_path / "classification", classification_root, tmp_path / "none.npz")
