@@ -22,7 +22,7 @@ import logging
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -164,11 +164,21 @@ class _StemAndHead(nn.Module):
         return self.stem(x).sum() + self.classifier(y)
 
 
-class ClassificationLayout:
-    """:class:`CostLayout` of :class:`~miner.automl.supernet.OFASupernet`: square inputs,
-    one view; the fixed part is the stem, the optional first block and the head."""
+class _SlottedConfig(Protocol):
+    @property
+    def space(self) -> SearchSpace: ...
 
-    def __init__(self, config: SupernetConfig) -> None:
+    def slot_configs(self) -> list[ElasticBlockConfig]: ...
+
+
+ConfigT = TypeVar("ConfigT", bound=_SlottedConfig)
+
+
+class ConfigLayout(Generic[ConfigT]):
+    """The part of a :class:`CostLayout` that a supernet config answers itself: its search
+    space and its elastic block slots. Each layout adds its shapes and fixed costs."""
+
+    def __init__(self, config: ConfigT) -> None:
         self.config = config
 
     @property
@@ -177,6 +187,11 @@ class ClassificationLayout:
 
     def slot_configs(self) -> list[ElasticBlockConfig]:
         return self.config.slot_configs()
+
+
+class ClassificationLayout(ConfigLayout[SupernetConfig]):
+    """:class:`CostLayout` of :class:`~miner.automl.supernet.OFASupernet`: square inputs,
+    one view; the fixed part is the stem, the optional first block and the head."""
 
     def input_shape(self, resolution: int) -> tuple[int, int, int]:
         return self.config.in_channels, resolution, resolution

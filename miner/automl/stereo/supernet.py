@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from torch import nn
 
 from miner.automl.blocks import ElasticBlockConfig, ElasticMBConv
-from miner.automl.efficiency import block_flops
+from miner.automl.efficiency import ConfigLayout, block_flops
 from miner.automl.space import Arch, SearchSpace
 from miner.automl.static import ConvBN
 from miner.automl.stereo.static_net import (
@@ -149,22 +149,12 @@ class _FixedParts(nn.Module):
         return self.head.decode(self.feats)
 
 
-class StereoLayout:
+class StereoLayout(ConfigLayout[StereoConfig]):
     """The :class:`~miner.automl.efficiency.CostLayout` of :class:`OFADispNetC`.
 
     Costs are per image pair; the encoder (stem, stages 1-3) runs on both views, so it
     counts twice.
     """
-
-    def __init__(self, config: StereoConfig) -> None:
-        self.config = config
-
-    @property
-    def space(self) -> SearchSpace:
-        return self.config.space
-
-    def slot_configs(self) -> list[ElasticBlockConfig]:
-        return self.config.slot_configs()
 
     def input_shape(self, resolution: int) -> tuple[int, int, int]:
         return (2 * self.config.in_channels, *self.config.image_size(resolution))
