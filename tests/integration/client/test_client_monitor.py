@@ -21,15 +21,14 @@ from eth_utils.crypto import keccak
 
 from client.monitor import GroupMonitor, MonitorOptions
 from client.session import Connection
-from miner.daemon.artifacts import ArtifactStore
-from miner.daemon.metrics import MinerMetrics
 from miner.daemon.monitor import MinerMonitor
 from miner.daemon.progress import ProgressHub, append_progress
 from miner.daemon.rig import RigSampler
-from miner.daemon.server import ServerDeps, create_app
+from miner.daemon.server import create_app
 from miner.daemon.store import StateStore, TaskPhase
 from node.chain.models import Deployment, TaskState
 from node.documents.manifest import Metrics, ParetoPoint, ResultManifest
+from tests.daemon_support import server_deps
 
 TASK = 1
 LEADER, MEMBER = "0x" + "A1" * 20, "0x" + "B2" * 20
@@ -46,9 +45,7 @@ class FakeMiner:
     server: TestServer | None = None
 
     def app(self) -> web.Application:
-        metrics = MinerMetrics()
-        deps = ServerDeps(self.store, ArtifactStore(self.folder / "artifacts", self.store),
-                          self.hub, metrics, self.address, 31337, 0.2)
+        deps = server_deps(self.folder, self.store, self.address, self.hub)
         monitor = MinerMonitor(lambda t: self.folder / f"progress-{t}.jsonl", None,
                                RigSampler())
         return create_app(deps, routes=monitor.routes())

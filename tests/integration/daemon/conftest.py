@@ -21,9 +21,12 @@ import pytest
 import pytest_asyncio
 from pydantic import SecretStr
 
+from node.chain.market import TaskMarket
 from node.chain.models import Deployment
 from node.chain.rpc import RpcPool
+from node.devnet import Devnet
 from node.identity.keystore import KdfParams, import_key
+from node.ports import free_port
 
 WATCHDOG_S = 60.0
 
@@ -85,6 +88,20 @@ class MinerProcess:
             f'[http]\nport = {port}\n[indexer]\npoll_interval_s = 0.1\n'
             f'[tx]\npoll_interval_s = 0.1\n{toml_extra}')
         return cls(folder, config, password)
+
+    @classmethod
+    async def registered(cls, folder: Path, devnet: Devnet, index: int, max_tasks: int
+                         ) -> tuple[MinerProcess, TaskMarket, TaskMarket]:
+        """A daemon for devnet account ``index`` (not started) whose endpoint is already
+        registered, as ``run`` would; with the client's (account 0) and its own market."""
+        port = free_port()
+        proc = cls.create(folder, devnet.deployment, bytes(devnet.accounts[index].key), port,
+                          f"[capacity]\nmax_concurrent_tasks = {max_tasks}\n")
+        market = devnet.deployment.task_market
+        client = await TaskMarket.create(devnet.rpc, market, await devnet.sender(0))
+        miner = await TaskMarket.create(devnet.rpc, market, await devnet.sender(index))
+        await miner.register(f"http://127.0.0.1:{port}")
+        return proc, client, miner
 
     @property
     def data_dir(self) -> Path:

@@ -46,7 +46,6 @@ from node.documents.spec import (
     TaskSpec,
     TrainingBudget,
 )
-from node.ports import free_port
 
 pytestmark = [pytest.mark.anvil, pytest.mark.timeout(300), pytest.mark.usefixtures("watchdog")]
 MINER = 6
@@ -127,14 +126,8 @@ class Chaos:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def chaos(devnet: Devnet, miner_process: Any, processes: SimpleNamespace,
                 tmp_path_factory: pytest.TempPathFactory) -> Chaos:
-    port = free_port()
-    miner = miner_process.create(tmp_path_factory.mktemp("chaos"), devnet.deployment,
-                                 bytes(devnet.accounts[MINER].key), port,
-                                 "[capacity]\nmax_concurrent_tasks = 8\n")
-    market = devnet.deployment.task_market
-    client = await TaskMarket.create(devnet.rpc, market, await devnet.sender(0))
-    as_miner = await TaskMarket.create(devnet.rpc, market, await devnet.sender(MINER))
-    await as_miner.register(f"http://127.0.0.1:{port}")  # what `run` would register
+    miner, client, _ = await miner_process.registered(
+        tmp_path_factory.mktemp("chaos"), devnet, MINER, max_tasks=8)
     return Chaos(devnet, client, miner, processes, devnet.accounts[MINER].address)
 
 

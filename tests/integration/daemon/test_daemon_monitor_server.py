@@ -16,16 +16,15 @@ import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
-from miner.daemon.artifacts import ArtifactStore
-from miner.daemon.metrics import MinerMetrics
 from miner.daemon.monitor import MinerMonitor
-from miner.daemon.progress import ProgressHub, append_progress
+from miner.daemon.progress import append_progress
 from miner.daemon.rig import RigSampler
 from miner.daemon.server import ServerDeps, create_app
 from miner.daemon.store import StateStore, TaskPhase
 from node.chain.errors import ContractRevert, RpcUnavailable
 from node.monitor.page import STATIC_DIR, MonitorPage, missing_assets
 from node.monitor.timeline import Timeline
+from tests.daemon_support import server_deps
 
 ADDRESS = "0x" + "ab" * 20
 
@@ -73,10 +72,7 @@ def fake_nvidia_smi(folder: Path) -> Path:
 @pytest_asyncio.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     store = StateStore.open(tmp_path / "state.sqlite")
-    metrics = MinerMetrics()
-    deps = ServerDeps(store=store, artifacts=ArtifactStore(tmp_path / "artifacts", store),
-                      hub=ProgressHub(queue_size=64, metrics=metrics), metrics=metrics,
-                      address=ADDRESS, chain_id=31337, sse_keepalive_s=0.2)
+    deps = server_deps(tmp_path, store, ADDRESS)
     timelines = StubTimelines()
     sampler = RigSampler(proc=fake_proc(tmp_path / "proc"),
                          nvidia_smi=str(fake_nvidia_smi(tmp_path)), name="rig-1",

@@ -16,12 +16,10 @@ import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from miner.daemon.artifacts import ArtifactStore
 from miner.daemon.errors import ArtifactHashMismatch
-from miner.daemon.metrics import MinerMetrics
-from miner.daemon.progress import ProgressHub
 from miner.daemon.server import ServerDeps, create_app
 from miner.daemon.store import StateStore, TaskPhase
+from tests.daemon_support import server_deps
 
 BLOB = bytes(range(256)) * 40  # 10240 bytes
 BLOB_SHA = hashlib.sha256(BLOB).hexdigest()
@@ -40,10 +38,7 @@ async def _pong(request: web.Request) -> web.Response:
 @pytest_asyncio.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     store = StateStore.open(tmp_path / "state.sqlite")
-    metrics = MinerMetrics()
-    deps = ServerDeps(store=store, artifacts=ArtifactStore(tmp_path / "artifacts", store),
-                      hub=ProgressHub(queue_size=64, metrics=metrics), metrics=metrics,
-                      address="0x" + "ab" * 20, chain_id=31337, sse_keepalive_s=0.2)
+    deps = server_deps(tmp_path, store, "0x" + "ab" * 20)
     exchange = web.Application()
     exchange.add_routes([web.get("/ping", _pong)])
     app = create_app(deps, subapps={"/exchange": exchange})

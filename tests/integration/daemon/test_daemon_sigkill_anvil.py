@@ -24,7 +24,6 @@ from node.chain.market import TaskMarket
 from node.chain.models import TaskParams
 from node.devnet import Devnet, DevnetConfig
 from node.documents.spec import Constraint, DatasetRef, SearchSpaceSpec, TaskSpec
-from node.ports import free_port
 
 pytestmark = [pytest.mark.anvil, pytest.mark.timeout(120), pytest.mark.usefixtures("watchdog"),
               pytest.mark.asyncio(loop_scope="module")]
@@ -69,14 +68,8 @@ async def rig(tmp_path_factory: pytest.TempPathFactory, miner_process: Any,
         pytest.skip("anvil not installed (npm ci)")
     devnet = await Devnet.start(config)
     try:
-        port = free_port()
-        proc = miner_process.create(tmp_path_factory.mktemp("chaos"), devnet.deployment,
-                                    bytes(devnet.accounts[MINER].key), port,
-                                    "[capacity]\nmax_concurrent_tasks = 4\n")
-        market = devnet.deployment.task_market
-        client = await TaskMarket.create(devnet.rpc, market, await devnet.sender(0))
-        miner = await TaskMarket.create(devnet.rpc, market, await devnet.sender(MINER))
-        await miner.register(f"http://127.0.0.1:{port}")  # what `run` would register
+        proc, client, miner = await miner_process.registered(
+            tmp_path_factory.mktemp("chaos"), devnet, MINER, max_tasks=4)
         yield Rig(devnet, client, miner, proc, processes)
     finally:
         await devnet.stop()

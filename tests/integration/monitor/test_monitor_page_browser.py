@@ -15,17 +15,16 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from miner.daemon.artifacts import ArtifactStore
-from miner.daemon.metrics import MinerMetrics
 from miner.daemon.monitor import MinerMonitor
 from miner.daemon.progress import ProgressHub, append_progress
-from miner.daemon.server import ServerDeps, create_app
+from miner.daemon.server import create_app
 from miner.daemon.store import StateStore, TaskPhase
 from node.chain.models import TaskClaimed, TaskPosted, TaskState, TaskView
 from node.monitor.page import STATIC_DIR, missing_assets
 from node.monitor.timeline import Timeline, build_timeline
 from node.ports import free_port
 from tests.browser_support import artifact_dir, browser_page, wait_page
+from tests.daemon_support import server_deps
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120),
               pytest.mark.skipif(bool(missing_assets(STATIC_DIR)),
@@ -82,10 +81,8 @@ class FakeDaemon:
         return self.folder / "tasks" / str(TASK) / "progress.jsonl"
 
     async def start(self) -> None:
-        metrics = MinerMetrics()
-        self.hub = ProgressHub(256, metrics)  # a restarted daemon starts with an empty hub
-        deps = ServerDeps(self.store, ArtifactStore(self.folder / "artifacts", self.store),
-                          self.hub, metrics, ME, 31337, 1.0)
+        deps = server_deps(self.folder, self.store, ME, sse_keepalive_s=1.0, queue_size=256)
+        self.hub = deps.hub  # a restarted daemon starts with an empty hub
         monitor = MinerMonitor(lambda t: self.folder / "tasks" / str(t) / "progress.jsonl",
                                self.chain)
         self.runner = web.AppRunner(create_app(deps, routes=monitor.routes()))
