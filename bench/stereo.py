@@ -5,20 +5,22 @@ Everything runs on the engine's shared pieces: ``ofa_dispnetc_tiny`` from the re
 shared :class:`~miner.automl.train.Trainer` (progressive shrinking full -> kernel -> depth ->
 width with the sandwich rule, the stereo task head: multi-scale loss whose per-scale weights
 move from coarse to fine over training), ``recalibrate_bn``, ``extract`` and
-``evaluate_metric``. The budget is a fixed number of optimizer steps (not wall time, so the
+``stereo_errors``. The budget is a fixed number of optimizer steps (not wall time, so the
 result does not depend on how loaded the machine is); the wall time is reported beside it.
 
 The default budget: 1,600 steps of the largest network at half resolution (32x64; the
 engine's elastic resolution resizes the pairs and rescales the disparities), then 600 at
-full resolution, then kernel / depth / width phases of 150 / 150 / 700 steps with two
-sub-networks each (the largest and the smallest, sandwich rule): about 13 minutes of one
-CPU core (``train_cpu_s``, close to what one thread takes on an idle machine). The smallest
-sub-network is scored at the held-out size, like the largest (the space also holds the
-half resolution, for the pre-training phase).
+full resolution, then kernel / depth / width phases of 150 / 150 / 700 steps with three
+sub-networks each (sandwich rule: the largest, the smallest and a random one, so the
+weights are shared across the space, not only between the two reported ends). The
+smallest sub-network is scored at the held-out size, like the largest (the space also
+holds the half resolution, for the pre-training phase); so is one random middle
+sub-network (seeded), which no step singled out.
 
 Training pairs are procedural (seeded), held-out pairs come from another seed. After
-training, the largest and the smallest sub-networks get BatchNorm recalibration on training
-pairs, are extracted as static networks and scored (EPE, D1) on the held-out pairs. The
+training, the largest, the smallest and the middle sub-networks get BatchNorm
+recalibration on training pairs, are extracted as static networks and scored (EPE and D1,
+from one pass) on the held-out pairs. The
 correlation layer is timed (forward, median of repeats) against the per-displacement loop
 at the bench's size and at the full DispNetC size.
 
@@ -44,6 +46,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -57,7 +60,7 @@ from miner.automl.space import SearchSpace
 from miner.automl.stereo.correlation import correlation, correlation_reference
 from miner.automl.stereo.loss import stereo_errors
 from miner.automl.stereo.supernet import StereoConfig
-from miner.automl.train import StepReport, Trainer, build_supernet, evaluate_metric
+from miner.automl.train import StepReport, Trainer, build_supernet
 
 PHASES = ("full", "kernel", "depth", "width")
 
@@ -69,7 +72,7 @@ def train_config(args: argparse.Namespace, overrides: dict[str, Any]) -> TrainCo
     lrs = [float(v) for v in args.lrs.split(",")]
     at = (args.height,)
     phases = tuple(
-        PhaseConfig(name=name, steps=n, lr=lr, subnets_per_step=1 if name == "full" else 2,
+        PhaseConfig(name=name, steps=n, lr=lr, subnets_per_step=1 if name == "full" else 3,
                     resolutions=at)
         for name, n, lr in zip(PHASES, steps, lrs, strict=True) if n > 0
     )
@@ -87,24 +90,25 @@ def train_config(args: argparse.Namespace, overrides: dict[str, Any]) -> TrainCo
 
 def evaluate(trainer: Trainer, held_out: ImageDataset, calib: list[torch.Tensor],
              device: torch.device) -> dict[str, float]:
-    net, task = trainer.net, trainer.task
+    net = trainer.net
     max_disparity = stereo_config(net).max_disparity
     out: dict[str, float] = {}
-    # both at the held-out pairs' size (a space with a half-resolution pre-training phase
-    # would otherwise put the smallest sub-network at half size)
+    # all at the held-out pairs' size (a space with a half-resolution pre-training phase
+    # would otherwise put some sub-networks at half size)
     height = int(held_out.x.shape[-2])
-    smallest = dataclasses.replace(net.space.min_arch(), resolution=height)
-    for name, arch in (("max", net.space.max_arch()), ("min", smallest)):
+    middle = net.space.sample(np.random.default_rng(12345))
+    archs = {"max": net.space.max_arch(), "min": net.space.min_arch(), "mid": middle}
+    for name, arch in archs.items():
+        arch = dataclasses.replace(arch, resolution=height)
         recalibrate_bn(net, arch, calib, device)
         static = net.extract(arch).to(device).eval()
-        out[f"epe_{name}"] = round(evaluate_metric(static, None, held_out, task, 16, device), 4)
-        bad, count = 0.0, 0
+        total, bad, count = 0.0, 0, 0
         with torch.no_grad():
             for i in range(0, len(held_out), 16):
                 x, d = held_out.x[i: i + 16].to(device), held_out.y[i: i + 16].to(device)
-                pred = static(x)[-1][:, 0]
-                _, n_bad, n_valid = stereo_errors(pred, d, max_disparity)
-                bad, count = bad + n_bad, count + n_valid
+                err, n_bad, n_valid = stereo_errors(static(x)[-1][:, 0], d, max_disparity)
+                total, bad, count = total + err, bad + n_bad, count + n_valid
+        out[f"epe_{name}"] = round(total / max(count, 1), 4)
         out[f"d1_{name}"] = round(bad / max(count, 1), 4)
         out[f"mmacs_{name}"] = round(count_flops(net.config, arch) / 1e6, 2)
     return out
