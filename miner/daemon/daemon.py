@@ -365,6 +365,12 @@ class MinerDaemon:
                     raise
                 except ChainError as exc:  # this task's problem; the others go on
                     logger.warning("result step failed task=%d error=%s", record.task_id, exc)
+            try:
+                await self.flow.retry_reclaims()
+            except RpcError:
+                raise
+            except ChainError as exc:
+                logger.warning("bond reclaim failed error=%s", exc)
 
     async def publish_result(self, task_id: int, manifest: ResultManifest) -> str:
         """Leader: publish, serve and sign the group's manifest (see :mod:`settle`)."""

@@ -42,7 +42,15 @@ from miner.daemon.crashpoints import crash_point
 from miner.daemon.errors import DaemonError
 from miner.daemon.peers import PeerClient, PeerError
 from miner.daemon.result import ResultSigner, check_manifest, check_signature
-from miner.daemon.store import Resolution, StateStore, TaskPhase, TaskRecord, TxRecord, reconcile
+from miner.daemon.store import (
+    Resolution,
+    StateStore,
+    TaskPhase,
+    TaskRecord,
+    TxRecord,
+    TxStatus,
+    reconcile,
+)
 from node.chain.errors import ChainError, ContractRevert
 from node.chain.market import TaskMarket
 from node.chain.models import TaskState, TaskView, TxReceipt
@@ -209,12 +217,15 @@ class ResultFlow:
         opens = view.work_deadline - max(1, int(view.work_window_s * CHECK_IN_SHARE))
         return view.state is TaskState.RUNNING and opens <= now <= view.work_deadline
 
-    async def _check_in(self, task_id: int, now: int) -> None:
-        """Check in once, if the task (read again: this poll's step may have submitted it)
-        is still running inside the last part of its work window."""
-        view = await self._market.get_task(task_id)
-        if not self._check_in_due(view, now):
+    async def _check_in(self, task_id: int, view: TaskView) -> None:
+        """Check in once (the step's ``view`` says it is due), unless this poll's step moved
+        the task on (it signed or submitted) or a check-in is already recorded."""
+        record = await self._db(self._store.task, task_id)
+        if record is None or record.phase not in UNSUBMITTED_PHASES:
             return
+        sent = await self._db(self._store.txs, task_id, "check_in")
+        if any(r.status is not TxStatus.ABANDONED for r in sent):
+            return  # sent, mined or refused before; an abandoned one (a crash) is re-sent
         if await self._market.is_checked_in(task_id, self.address):
             return
         try:
@@ -260,7 +271,7 @@ class ResultFlow:
         except (PeerError, ResultRefused) as exc:
             logger.warning("result step postponed task=%d error=%s", record.task_id, exc)
         if record.phase in UNSUBMITTED_PHASES and self._check_in_due(view, now):
-            await self._check_in(record.task_id, now)
+            await self._check_in(record.task_id, view)
 
     # ---- recovery ----------------------------------------------------------------------------
 
@@ -286,7 +297,13 @@ class ResultFlow:
             if record.purpose in after:
                 await self._db(self._store.set_phase, record.task_id, after[record.purpose], "")
         elif resolution is Resolution.RETRY:
-            await self._db(self._store.mark_abandoned, record.tx_id)  # the next step re-sends
-            if record.purpose == "reclaim":  # no step comes for a failed task: re-send now
-                await self.reclaim_bond(record.task_id)
+            await self._db(self._store.mark_abandoned, record.tx_id)  # the next poll re-sends
         return resolution
+
+    async def retry_reclaims(self) -> None:
+        """Re-send the bond withdrawals that :meth:`recover` abandoned (a failed task gets no
+        :meth:`step`, so the daemon's poll calls this)."""
+        records = await self._db(self._store.txs, None, "reclaim")
+        done = {r.task_id for r in records if r.status is not TxStatus.ABANDONED}
+        for task_id in sorted({r.task_id for r in records} - done):
+            await self.reclaim_bond(task_id)

@@ -74,10 +74,14 @@ async def test_the_returned_bond_is_withdrawn_once_and_the_task_stays_failed(
     assert record is not None and record.phase is TaskPhase.FAILED
 
 
-async def test_a_reclaim_cut_short_before_sending_is_sent_again(store: StateStore) -> None:
+async def test_a_reclaim_cut_short_before_sending_is_sent_again_by_the_poll(store: StateStore) -> None:
     market = FakeMarket(credit=3 * 10**15)
     lost, _ = store.begin_tx("reclaim", TASK)  # crashed after the intent, before sending
-    assert await flow_of(store, market).recover(lost, own_tx_pending=False) is Resolution.RETRY
+    flow = flow_of(store, market)
+    assert await flow.recover(lost, own_tx_pending=False) is Resolution.RETRY
+    assert market.withdrawals == 0  # recovery only abandons; the daemon's poll re-sends
+    await flow.retry_reclaims()
+    await flow.retry_reclaims()  # once: the new record is mined
     assert market.withdrawals == 1 and market.credit == 0
     assert [t.status for t in store.txs(TASK)] == [TxStatus.ABANDONED, TxStatus.MINED]
 
