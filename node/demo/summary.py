@@ -126,9 +126,8 @@ def read_result(folder: Path, summary: MarketSummary) -> None:
     summary.claimed_accuracy = manifest.metrics.accuracy
     summary.front_size = len(manifest.pareto_front)
     stereo = manifest.metrics.epe is not None
-    if stereo:  # scores are -EPE; the progress watcher's "largest" was an EPE too
-        summary.metric, summary.claimed_epe, summary.largest_accuracy = "epe", \
-            manifest.metrics.epe, None
+    if stereo:  # scores are -EPE
+        summary.metric, summary.claimed_epe = "epe", manifest.metrics.epe
     if manifest.pareto_front:
         largest = max(manifest.pareto_front, key=lambda p: p.flops)
         summary.front_max_flops = largest.flops
@@ -146,7 +145,7 @@ def read_result(folder: Path, summary: MarketSummary) -> None:
 
 class ProgressWatcher:
     """Reads the miners' progress over HTTP (``/tasks/{id}/progress``) while they train:
-    the largest network's validation accuracy after training and the gradient traffic."""
+    the gradient traffic."""
 
     def __init__(self, http: aiohttp.ClientSession, urls: list[str], task_id: int,
                  summary: MarketSummary, every_s: float = 1.0) -> None:
@@ -163,9 +162,6 @@ class ProgressWatcher:
                     snapshot = await reply.json() if reply.status == 200 else {}
             except (aiohttp.ClientError, TimeoutError, ValueError):
                 continue
-            accuracy = snapshot.get("val_accuracy")
-            if isinstance(accuracy, dict) and "largest" in accuracy:
-                self._summary.largest_accuracy = float(accuracy["largest"])
             sent = snapshot.get("grad_bytes_sent")
             if isinstance(sent, int):
                 self._summary.grad_bytes_sent[url] = sent
