@@ -124,13 +124,13 @@ def to_tensors(
     return images.mul(2.0).sub(1.0).contiguous(), labels
 
 
-def resize_batch(x: torch.Tensor, resolution: int) -> torch.Tensor:
-    """Bilinear resize of ``x`` [B, C, H, W] to [B, C, resolution, resolution] (no-op if equal)."""
-    if x.shape[-1] == resolution and x.shape[-2] == resolution:
+def resize_batch(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of ``x`` [B, C, H, W] to ``size`` (``(h, w)``, or one int for a
+    square); a no-op when it already has that size."""
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(x.shape[-2:]) == hw:
         return x
-    return F.interpolate(
-        x, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=False
-    )
+    return F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=False)
 
 
 # --- loaders ---------------------------------------------------------------------------------

@@ -48,16 +48,9 @@ def no_gradient_exchange(params: Sequence[tuple[str, nn.Parameter]], archs: Sequ
     """The single-process default: gradients stay as they are."""
 
 
-@dataclass(frozen=True)
-class LossConfig:
-    """The classification loss settings (shorthand for a :class:`ClassificationTask`)."""
-
-    label_smoothing: float = 0.1
-    distill_weight: float = 1.0
-    temperature: float = 1.0
-
-    def task(self) -> ClassificationTask:
-        return ClassificationTask(self.label_smoothing, self.distill_weight, self.temperature)
+#: The classification loss settings (label smoothing, distillation weight, temperature):
+#: the classification task head itself, under the name older callers use.
+LossConfig = ClassificationTask
 
 
 @dataclass(frozen=True)
@@ -79,7 +72,7 @@ def train_step(
     x: torch.Tensor,
     y: torch.Tensor,
     archs: Sequence[Arch],
-    task: TaskHead | LossConfig,
+    task: TaskHead,
     teacher_arch: Arch | None,
     hook: GradientHook = no_gradient_exchange,
     progress: float = 0.0,
@@ -91,24 +84,23 @@ def train_step(
     the distillation weight is 0, there is no distillation. Either way once per step.
     ``progress`` in [0, 1] feeds the task's loss schedule (stereo's per-scale weights).
     """
-    head = task.task() if isinstance(task, LossConfig) else task
     optimizer.zero_grad(set_to_none=True)
     teacher: torch.Tensor | None = None
-    distill = head.distill_weight > 0 and teacher_arch is not None
+    distill = task.distill_weight > 0 and teacher_arch is not None
     if teacher_arch is not None and distill and teacher_arch != archs[0]:
         with torch.no_grad():
             net.set_active(teacher_arch)
-            teacher = head.teacher_signal(net(fit_input(net, x, teacher_arch)), y)
+            teacher = task.teacher_signal(net(fit_input(net, x, teacher_arch)), y)
     losses, metrics = [], []
     for i, arch in enumerate(archs):
         net.set_active(arch)
         out = net(fit_input(net, x, arch))
-        loss = head.loss(out, y, teacher, progress)
+        loss = task.loss(out, y, teacher, progress)
         if teacher is None and distill and i == 0:
-            teacher = head.teacher_signal(out, y)
+            teacher = task.teacher_signal(out, y)
         loss.backward()
         losses.append(float(loss.detach()))
-        metrics.append(batch_metric(head, out, y))
+        metrics.append(batch_metric(task, out, y))
     params = [(n, p) for n, p in net.named_parameters()]
     hook(params, archs)
     optimizer.step()

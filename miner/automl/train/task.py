@@ -23,9 +23,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from miner.automl.data import resize_batch
 from miner.automl.errors import AutoMLError
 from miner.automl.space import Arch
-from miner.automl.stereo.loss import ScaleSchedule, default_schedule, multiscale_loss, valid_mask
+from miner.automl.stereo.loss import (
+    ScaleSchedule,
+    default_schedule,
+    multiscale_loss,
+    stereo_errors,
+)
 
 if TYPE_CHECKING:
     from miner.automl.config import TrainConfig
@@ -78,9 +84,7 @@ def fit_input(net: nn.Module, x: torch.Tensor, arch: Arch) -> torch.Tensor:
     from miner.automl.efficiency import layout_of
 
     _, h, w = layout_of(net.config).input_shape(arch.resolution)
-    if x.shape[-2:] == (h, w):
-        return x
-    return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=False)
+    return resize_batch(x, (h, w))
 
 
 @dataclass(frozen=True)
@@ -132,7 +136,7 @@ class StereoTask:
         return [p * scale for p in out] if scale != 1 else list(out)
 
     def _finest(self, out: tuple[torch.Tensor, ...], y: torch.Tensor) -> torch.Tensor:
-        pred = self._to_target(out, y)[-1]
+        pred = self._to_target(out[-1:], y)[0]  # only the finest map needs rescaling
         if pred.shape[-2:] != y.shape[-2:]:
             pred = F.interpolate(pred, size=y.shape[-2:], mode="bilinear", align_corners=False)
         return pred[:, 0]
@@ -150,9 +154,8 @@ class StereoTask:
 
     def metric_sums(self, out: tuple[torch.Tensor, ...], y: torch.Tensor) -> tuple[float, int]:
         with torch.no_grad():
-            mask = valid_mask(y, self.max_disparity)
-            err = (self._finest(out, y) - y).abs()[mask]
-            return float(err.sum()), int(mask.sum())
+            total, _, count = stereo_errors(self._finest(out, y), y, self.max_disparity)
+            return total, count
 
 
 def make_task(net: nn.Module, config: TrainConfig) -> TaskHead:
