@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,12 +37,12 @@ from client.session import ClientConfig, Connection, connect
 from client.transfer import Member, fetch_manifest, stream_events
 from node.chain.errors import ChainError, ContractRevert
 from node.monitor.page import MonitorPage
+from node.monitor.sse import FINAL_PHASES, sse_frame
 from node.monitor.timeline import TimelineReader
 
 logger = logging.getLogger(__name__)
 
 ZERO_ROOT = "0x" + "00" * 32
-FINAL_PHASES = ("done", "failed")
 MEMBER_TIMEOUT_S = 10.0
 
 
@@ -55,12 +54,6 @@ class MonitorOptions:
     members_refresh_s: float = 2.0
     retry_s: float = 1.0
     max_retry_s: float = 15.0
-
-
-def sse_frame(event: str, data: dict[str, Any]) -> bytes:
-    """One Server-Sent Event (pure)."""
-    payload = json.dumps(data, separators=(",", ":"), allow_nan=False)
-    return f"event: {event}\ndata: {payload}\n\n".encode()
 
 
 class GroupMonitor:

@@ -249,10 +249,10 @@ class ClassificationLayout(ConfigLayout[SupernetConfig]):
 # --- the shared cost API ---------------------------------------------------------------
 
 
-def _active_specs(layout: CostLayout, arch: Arch) -> list[tuple[int, BlockSpec]]:
+def _active_specs(layout: CostLayout, arch: Arch) -> list[BlockSpec]:
     space, slots = layout.space, layout.slot_configs()
     space.validate(arch)
-    return [(s, slots[s].spec(arch.kernel[s], float(arch.expand[s])))
+    return [slots[s].spec(arch.kernel[s], float(arch.expand[s]))
             for stage in space.active(arch) for s in stage]
 
 
@@ -264,7 +264,7 @@ def count_flops(config: Any, arch: Arch) -> int:
 def count_params(config: Any, arch: Arch) -> int:
     """Parameters of ``arch``'s static network (analytic)."""
     layout = layout_of(config)
-    return layout.fixed_params() + sum(block_params(b) for _, b in _active_specs(layout, arch))
+    return layout.fixed_params() + sum(block_params(b) for b in _active_specs(layout, arch))
 
 
 def trace_flops(module: nn.Module, input_shape: Sequence[int]) -> int:

@@ -33,7 +33,7 @@ from typing import Any
 from aiohttp import web
 
 from miner.daemon.rig import RigSampler
-from miner.daemon.server import DEPS
+from miner.daemon.server import DEPS, task_id_param
 from miner.daemon.store import TaskPhase
 from node.chain.errors import ChainError, ContractRevert
 from node.monitor.page import MonitorPage
@@ -71,13 +71,6 @@ def thin_updates(updates: list[dict[str, Any]], max_points: int) -> list[dict[st
     return [u for i, u in enumerate(updates) if i in keep or "subnets" not in u]
 
 
-def _task_id(request: web.Request) -> int:
-    raw = request.match_info["task_id"]
-    if not raw.isdigit() or int(raw) < 1:
-        raise web.HTTPBadRequest(text=f"bad task id {raw!r}")
-    return int(raw)
-
-
 def _max_points(request: web.Request) -> int:
     raw = request.query.get("max_points", str(DEFAULT_MAX_POINTS))
     low, high = MAX_POINTS_RANGE
@@ -113,7 +106,7 @@ class MinerMonitor:
 
     async def history(self, request: web.Request) -> web.Response:
         deps = request.config_dict[DEPS]
-        task_id, max_points = _task_id(request), _max_points(request)
+        task_id, max_points = task_id_param(request), _max_points(request)
         path = self._progress_file(task_id)
 
         def read() -> bytes:
@@ -130,7 +123,7 @@ class MinerMonitor:
         return web.json_response({"task_id": task_id, "members": [member]})
 
     async def timeline(self, request: web.Request) -> web.Response:
-        task_id = _task_id(request)
+        task_id = task_id_param(request)
         if self._timelines is None:
             raise web.HTTPServiceUnavailable(text="this server has no chain connection")
         try:

@@ -35,13 +35,13 @@ from pathlib import Path
 from typing import Any
 
 from miner.daemon.metrics import MinerMetrics
+from node.monitor.sse import FINAL_PHASES
 
 logger = logging.getLogger(__name__)
 
 Event = dict[str, Any]
 PHASES = ("fetching", "training", "searching", "calibrating", "exporting", "signing",
           "submitting", "done", "failed")
-FINAL_PHASES = ("done", "failed")
 RATE_SMOOTHING = 0.3
 
 

@@ -56,7 +56,6 @@ so an open page never holds a stopping daemon up.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -66,8 +65,9 @@ from aiohttp import web
 from miner.daemon.artifacts import ArtifactStore, normalize_sha256
 from miner.daemon.errors import ArtifactError
 from miner.daemon.metrics import CONTENT_TYPE, MinerMetrics
-from miner.daemon.progress import FINAL_PHASES, ProgressHub
+from miner.daemon.progress import ProgressHub
 from miner.daemon.store import StateStore
+from node.monitor.sse import FINAL_PHASES, sse_frame
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,8 @@ class ServerDeps:
 DEPS = web.AppKey("deps", ServerDeps)
 
 
-def _task_id(request: web.Request) -> int:
+def task_id_param(request: web.Request) -> int:
+    """The ``{task_id}`` of the route (400 unless a positive integer)."""
     raw = request.match_info["task_id"]
     if not raw.isdigit() or int(raw) < 1:
         raise web.HTTPBadRequest(text=f"bad task id {raw!r}")
@@ -131,7 +132,7 @@ async def _count_artifact_bytes(request: web.Request, response: web.StreamRespon
 
 async def manifest(request: web.Request) -> web.Response:
     deps = request.config_dict[DEPS]
-    task_id = _task_id(request)
+    task_id = task_id_param(request)
     body = await asyncio.to_thread(deps.store.manifest, task_id)
     record = await asyncio.to_thread(deps.store.task, task_id)
     if body is None or record is None or record.result_root is None:
@@ -142,7 +143,7 @@ async def manifest(request: web.Request) -> web.Response:
 
 async def signature(request: web.Request) -> web.Response:
     deps = request.config_dict[DEPS]
-    task_id = _task_id(request)
+    task_id = task_id_param(request)
     root = request.query.get("result_root", "")
     if deps.address is None or not root:
         raise web.HTTPNotFound(text="no signature")
@@ -155,7 +156,7 @@ async def signature(request: web.Request) -> web.Response:
 
 async def progress(request: web.Request) -> web.Response:
     deps = request.config_dict[DEPS]
-    task_id = _task_id(request)
+    task_id = task_id_param(request)
     snapshot = deps.hub.snapshot(task_id)
     record = await asyncio.to_thread(deps.store.task, task_id)
     if snapshot is None and record is None:
@@ -165,15 +166,9 @@ async def progress(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
-def _sse(event: str, data: Mapping[str, object], event_id: object | None = None) -> bytes:
-    head = f"id: {event_id}\n" if event_id is not None else ""
-    payload = json.dumps(data, separators=(",", ":"), allow_nan=False)
-    return f"{head}event: {event}\ndata: {payload}\n\n".encode()
-
-
 async def events(request: web.Request) -> web.StreamResponse:
     deps = request.config_dict[DEPS]
-    task_id = _task_id(request)
+    task_id = task_id_param(request)
     subscription = deps.hub.subscribe(task_id)  # before the snapshot: no update falls between
     try:
         response = web.StreamResponse(headers={
@@ -186,9 +181,9 @@ async def events(request: web.Request) -> web.StreamResponse:
         last_seq = 0
         if snapshot is not None:
             last_seq = int(snapshot.get("seq", 0))
-            await response.write(_sse("snapshot", snapshot, last_seq))
+            await response.write(sse_frame("snapshot", snapshot, last_seq))
             if snapshot.get("phase") in FINAL_PHASES:
-                await response.write(_sse("end", {"task_id": task_id}))
+                await response.write(sse_frame("end", {"task_id": task_id}))
                 await response.write_eof()
                 return response
         while True:
@@ -198,11 +193,11 @@ async def events(request: web.Request) -> web.StreamResponse:
                 await response.write(b": keepalive\n\n")
                 continue
             if event is None:
-                await response.write(_sse("end", {"task_id": task_id}))
+                await response.write(sse_frame("end", {"task_id": task_id}))
                 break
             if int(event.get("seq", 0)) <= last_seq:
                 continue  # already contained in the snapshot
-            await response.write(_sse("progress", event, event.get("seq")))
+            await response.write(sse_frame("progress", event, event.get("seq")))
         await response.write_eof()
         return response
     except (ConnectionResetError, asyncio.CancelledError):

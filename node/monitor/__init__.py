@@ -4,6 +4,8 @@ Modules:
 - ``page``      the page and its assets (``static/``; ``static/vendor/`` holds uPlot, copied
                 from ``node_modules`` by ``make setup``), served by :class:`MonitorPage`
 - ``timeline``  a task's life on chain (events, block times, deadlines) as the page shows it
+- ``sse``       the progress stream's wire format (one event; the phases that end a stream),
+                written by the miner's server and by the client's monitor alike
 
 Both servers answer the same HTTP API, so the page does not care who serves it:
 
