@@ -69,6 +69,21 @@ class GroupMonitor:
         self._timelines = TimelineReader(conn.market, conn.rpc, conn.deployment.start_block)
         self._endpoints: dict[str, str] = {}
         self._manifest: tuple[bytes, str] | None = None
+        self._streams: set[asyncio.Queue[bytes]] = set()  # one per open page
+        self._closing = False
+
+    def app(self) -> web.Application:
+        """The monitor's application: its routes, and open streams ended on shutdown (so a
+        stop is not held up by a page left open)."""
+        app = web.Application()
+        app.add_routes(self.routes())
+        app.on_shutdown.append(self._end_streams)
+        return app
+
+    async def _end_streams(self, app: web.Application) -> None:
+        self._closing = True
+        for queue in self._streams:
+            queue.put_nowait(b"")  # wakes the stream's loop, which then returns
 
     def routes(self) -> list[web.RouteDef]:
         return [*self._page.routes(),
@@ -179,9 +194,10 @@ class GroupMonitor:
         queue: asyncio.Queue[bytes] = asyncio.Queue()
         followers: dict[str, asyncio.Task[None]] = {}
         ended: set[str] = set()
+        self._streams.add(queue)
         try:
             await response.write(b"retry: 3000\n\n")
-            while True:
+            while not self._closing:
                 with contextlib.suppress(web.HTTPServiceUnavailable):
                     for member in await self.members():
                         if member.address not in followers:
@@ -196,6 +212,7 @@ class GroupMonitor:
         except ConnectionResetError:
             logger.debug("monitor client left task=%d", self.task_id)
         finally:
+            self._streams.discard(queue)
             for task in followers.values():
                 task.cancel()
             for task in followers.values():
@@ -212,6 +229,8 @@ class GroupMonitor:
             try:
                 frame = await asyncio.wait_for(queue.get(), left)
             except TimeoutError:
+                break
+            if not frame:  # the server is shutting down
                 break
             await response.write(frame)
             wrote = True
@@ -253,9 +272,7 @@ async def serve_monitor(config: ClientConfig, task_id: int, host: str, port: int
             await conn.market.get_task(task_id)
         except ContractRevert as exc:
             raise ClientError(f"task {task_id} cannot be monitored: {exc}") from None
-        monitor = GroupMonitor(conn, http, task_id, options)
-        app = web.Application()
-        app.add_routes(monitor.routes())
+        app = GroupMonitor(conn, http, task_id, options).app()
 
         def ready(bound: int) -> None:
             url = f"http://{host}:{bound}/?task={task_id}"

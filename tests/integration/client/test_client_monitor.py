@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from eth_utils.crypto import keccak
 
 from client.monitor import GroupMonitor, MonitorOptions
+from client.serve import serve_app
 from client.session import Connection
 from miner.daemon.monitor import MinerMonitor
 from miner.daemon.progress import ProgressHub, append_progress
@@ -94,6 +95,7 @@ class Group:
     client: TestClient
     market: StubMarket
     miners: dict[str, FakeMiner]
+    monitor: GroupMonitor
 
 
 @pytest_asyncio.fixture
@@ -113,10 +115,8 @@ async def group(tmp_path: Path) -> AsyncIterator[Group]:
     async with aiohttp.ClientSession() as http:
         monitor = GroupMonitor(conn, http, TASK, MonitorOptions(members_refresh_s=0.1,
                                                                 retry_s=0.1, max_retry_s=0.2))
-        app = web.Application()
-        app.add_routes(monitor.routes())
-        async with TestClient(TestServer(app)) as client:
-            yield Group(client, market, miners)
+        async with TestClient(TestServer(monitor.app())) as client:
+            yield Group(client, market, miners, monitor)
     for miner in miners.values():
         if miner.server is not None and miner.server.runner is not None:
             await miner.stop()
@@ -175,6 +175,20 @@ async def test_one_merged_stream_with_resync_and_end(group: Group) -> None:
     assert {e.get("member") for e in ends} == {LEADER, MEMBER, None}
     assert rest[-1] == ("end", {"task_id": TASK})  # once both ended, the stream ends
     assert (await response.content.read()).strip() == b""  # and the stream closes
+
+
+async def test_a_stop_is_not_held_up_by_an_open_page(group: Group) -> None:
+    group.miners[LEADER].report({"phase": "training", "step": 1, "subnets": []})
+    stop, ports = asyncio.Event(), []
+    served = asyncio.create_task(serve_app(group.monitor.app(), "127.0.0.1", 0, stop,
+                                           ports.append))
+    while not ports:
+        await asyncio.sleep(0.02)
+    async with aiohttp.ClientSession() as http, \
+            http.get(f"http://127.0.0.1:{ports[0]}/tasks/{TASK}/events") as stream:
+        assert (await stream.content.readline()).startswith(b"retry:")
+        stop.set()
+        await asyncio.wait_for(served, 5)  # aiohttp alone would wait 60 s for the handler
 
 
 async def test_rigs_are_named_by_member(group: Group) -> None:

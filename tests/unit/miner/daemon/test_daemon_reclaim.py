@@ -74,7 +74,8 @@ async def test_the_returned_bond_is_withdrawn_once_and_the_task_stays_failed(
     assert record is not None and record.phase is TaskPhase.FAILED
 
 
-async def test_a_reclaim_cut_short_before_sending_is_sent_again_by_the_poll(store: StateStore) -> None:
+async def test_a_reclaim_cut_short_before_sending_is_sent_again_by_the_poll(
+        store: StateStore) -> None:
     market = FakeMarket(credit=3 * 10**15)
     lost, _ = store.begin_tx("reclaim", TASK)  # crashed after the intent, before sending
     flow = flow_of(store, market)
