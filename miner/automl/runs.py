@@ -325,6 +325,7 @@ def run_search(prepared: PreparedSearch, on_subnet: SubnetProgress | None = None
         "search": result.to_dict(),
         # the largest sub-network, measured like the chosen one: the reference it is compared to
         "largest": {"arch": archs[0].to_dict(), key: metrics[0],
+                    "score": score(task, metrics[0]),  # as the front is scored
                     "costs": {n: c.of(archs[0]) for n, c in prepared.problem.costs.items()}},
         "limits": dict(request.limits),
         "objective": request.objective,

@@ -58,7 +58,7 @@ from node.errors import MantaError
 logger = logging.getLogger(__name__)
 
 TRAINING = (TaskPhase.FORMED, TaskPhase.TRAINING, TaskPhase.SEARCHING)
-_LOWER_IS_BETTER = {"accuracy": False, "epe": True}  # the manifest's metrics, by name
+MANIFEST_METRICS = ("accuracy", "epe")  # the metrics a manifest reports
 
 
 def _sha256_file(path: Path) -> str:
@@ -99,21 +99,19 @@ def _metric(summary: dict[str, Any]) -> str:
     """The search summary's metric: ``accuracy`` (also when unnamed, as older runners wrote
     it) or ``epe``."""
     metric = str(summary.get("metric", "accuracy"))
-    if metric not in _LOWER_IS_BETTER:
+    if metric not in MANIFEST_METRICS:
         raise DaemonError(f"search summary metric {metric!r} is not one a manifest reports")
     return metric
 
 
 def _largest(summary: dict[str, Any]) -> ParetoPoint | None:
     """The search summary's largest sub-network (None from a runner that did not write it),
-    scored like the front (higher is better)."""
+    with the score the search gave it (higher is better, like the front's)."""
     largest = summary.get("largest")
     if largest is None:
         return None
-    metric = _metric(summary)
-    value = float(largest[f"val_{metric}"])
     costs = largest["costs"]
-    return ParetoPoint(arch=largest["arch"], score=-value if _LOWER_IS_BETTER[metric] else value,
+    return ParetoPoint(arch=largest["arch"], score=float(largest["score"]),
                        flops=int(costs["flops"]),
                        params=int(costs["params"]) if "params" in costs else None)
 

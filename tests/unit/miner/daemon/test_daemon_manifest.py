@@ -34,7 +34,8 @@ def job_dir(tmp_path: Path, metric: str | None, value: float, score: float,
     if metric is not None:
         summary["metric"] = metric
     if largest is not None:
-        summary["largest"] = {"arch": BIG, key: largest, "costs": {"flops": 300.0}}
+        summary["largest"] = {"arch": BIG, key: largest, "costs": {"flops": 300.0},
+                              "score": -largest if metric == "epe" else largest}
     (export / "search.json").write_text(json.dumps(summary))
     return tmp_path
 
