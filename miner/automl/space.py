@@ -215,6 +215,13 @@ def sample_step(
     return archs
 
 
+def step_subnet_names(n: int, sandwich: bool = False) -> list[str]:
+    """Names of :func:`sample_step`'s ``n`` sub-networks, in its order: ``max``, ``min``
+    under the sandwich rule, then ``random-1``, ``random-2``…"""
+    fixed = ["max", "min"][:n] if sandwich else []
+    return fixed + [f"random-{k + 1}" for k in range(n - len(fixed))]
+
+
 # --- index form: a population as integer arrays, for vectorised search and cost models ---
 
 

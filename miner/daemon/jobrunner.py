@@ -160,6 +160,7 @@ def _train(job: JobFile, key: str, job_dir: Path, progress: Path) -> None:
 
     from miner.automl.data import BatchIterator
     from miner.automl.runs import prepare_training, run_training
+    from miner.automl.space import step_subnet_names
     from miner.automl.train.loop import StepReport
     from miner.distributed.averager import GradientAverager, supernet_masks
     from miner.distributed.trainer_hook import TrainerHook
@@ -199,19 +200,14 @@ def _train(job: JobFile, key: str, job_dir: Path, progress: Path) -> None:
     traffic = {"rounds": 0, "bytes": 0}
     missed: dict[str, int] = {}  # rounds each peer was in but did not contribute to
 
-    def subnet_name(index: int) -> str:
-        """The sandwich rule trains the largest, then the smallest, then random ones."""
-        if config.sandwich and index < 2:
-            return ("max", "min")[index]
-        return f"random-{index - 1 if config.sandwich else index + 1}"
-
     def on_progress(report: StepReport) -> None:
         update: dict[str, Any] = {
             "phase": "training", "epoch": report.epoch, "step": report.global_step,
             "total_steps": report.total_steps, "train_phase": report.phase,
-            "subnets": [{"name": subnet_name(i), "loss": loss, report.metric: value}
-                        for i, (loss, value) in enumerate(zip(report.losses, report.accuracies,
-                                                              strict=True))],
+            "subnets": [{"name": name, "loss": loss, report.metric: value}
+                        for name, loss, value in zip(
+                            step_subnet_names(len(report.losses), config.sandwich),
+                            report.losses, report.accuracies, strict=True)],
             "samples_per_s": report.samples_per_s, "peers": list(job.group),
             "time_s": time.time()}
         if exchange is not None:

@@ -12,6 +12,7 @@ from miner.automl.space import (
     SearchSpace,
     from_batch,
     sample_step,
+    step_subnet_names,
     subnet_rng,
     to_batch,
 )
@@ -105,3 +106,19 @@ def test_additive_cost_matches_a_direct_sum() -> None:
 def test_additive_cost_refuses_wrong_table_shape() -> None:
     with pytest.raises(ArchError):
         AdditiveCost(SPACE, base=np.zeros(3), block=np.zeros((3, 4, 3, 3)))
+
+
+@pytest.mark.parametrize("sandwich", [True, False])
+def test_step_subnet_names_follow_the_sampling_order(sandwich: bool) -> None:
+    space = SearchSpace()
+    archs = sample_step(space, 3, 7, 4, sandwich)
+    names = step_subnet_names(4, sandwich)
+    assert len(names) == 4 and len(set(names)) == 4
+    for name, arch in zip(names, archs, strict=True):
+        if name == "max":
+            assert arch == space.max_arch()
+        elif name == "min":
+            assert arch == space.min_arch()
+        else:
+            assert name.startswith("random-")
+    assert names[:2] == (["max", "min"] if sandwich else ["random-1", "random-2"])
