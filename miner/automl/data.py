@@ -31,11 +31,11 @@ import torch
 import torch.nn.functional as F
 
 from miner.automl.errors import DatasetError
+from node.documents.spec import STEREO_DATASETS as STEREO_DATASETS  # rendered, not stored
 
 logger = logging.getLogger(__name__)
 
-BUILTIN_DATASETS = ("synthetic", "digits", "animal-mnist")
-STEREO_DATASETS = ("procedural-stereo",)
+BUILTIN_DATASETS = ("synthetic", "digits", "animal-mnist")  # image sets, stored or generated
 _ANIMAL_FILES = ("animal_data_version_3.gz", "animal_label_version_3.gz")
 _PICKLE_GLOBALS = frozenset(
     {

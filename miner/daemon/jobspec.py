@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from miner.automl.config import PhaseConfig, TrainConfig
-from node.documents.spec import TaskSpec
+from node.documents.spec import STEREO_DATASETS, TaskSpec
 from node.errors import ConfigError
 
 JOB_FILE = "job.json"
@@ -43,7 +43,6 @@ PID_FILE = "runner.pid"  # the runner holding the job folder's lock (a standby o
 # The stereo supernet's searchable stages (``miner.automl.stereo.static_net.N_STAGES``, not
 # imported: that module imports torch, and the daemon reads this module without it).
 STEREO_STAGES = 6
-STEREO_DATASETS = ("procedural-stereo",)
 TRAINED_KINDS = ("classification", "stereo")
 
 

@@ -15,7 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from node.documents.canonical import canonical_bytes, check_hash, sha256_hex
 from node.errors import SpecError
 
-BUILTIN_DATASETS = ("animal-mnist", "digits", "synthetic", "procedural-stereo")
+#: Built-in stereo sets (rendered by the miners, not stored); the others are images.
+STEREO_DATASETS = ("procedural-stereo",)
+BUILTIN_DATASETS = ("animal-mnist", "digits", "synthetic", *STEREO_DATASETS)
 Sha256Hex = Annotated[str, Field(pattern=r"^0x[0-9a-f]{64}$")]
 
 
