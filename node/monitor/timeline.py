@@ -12,6 +12,7 @@ timeline read less than a second ago is answered again.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -194,6 +195,7 @@ class TimelineReader:
         self._events: dict[int, dict[tuple[bytes, int], ChainEvent]] = {}
         self._scanned_to: dict[int, int] = {}
         self._block_times: OrderedDict[int, int] = OrderedDict()
+        self._locks: dict[int, asyncio.Lock] = {}  # one read per task at a time
 
     async def _block_time(self, number: int) -> int:
         if number in self._block_times:
@@ -220,14 +222,18 @@ class TimelineReader:
     async def read(self, task_id: int) -> Timeline:
         """The task's timeline now, or as read less than ``min_interval_s`` ago (several
         pages polling cost one read); raises the chain's errors, e.g. an unknown task."""
-        recent = self._recent.get(task_id)
-        if recent is not None and self._clock() - recent[0] < self._min_interval_s:
-            return recent[1]
-        view = await self._market.get_task(task_id)
-        latest = await self._rpc.get_block("latest")
-        head, now_s = int(latest["number"]), int(latest["timestamp"])
-        events = await self._scan(task_id, head)
-        times = {n: await self._block_time(n) for n in sorted({e.block_number for e in events})}
-        timeline = build_timeline(task_id, view, events, times, now_s)
-        self._recent[task_id] = (self._clock(), timeline)
-        return timeline
+        async with self._locks.setdefault(task_id, asyncio.Lock()):
+            # requests arriving together wait for the first one's read and share it
+            recent = self._recent.get(task_id)
+            if recent is not None and self._clock() - recent[0] < self._min_interval_s:
+                return recent[1]
+            view = await self._market.get_task(task_id)
+            latest = await self._rpc.get_block("latest")
+            head, now_s = int(latest["number"]), int(latest["timestamp"])
+            events = await self._scan(task_id, head)
+            numbers = sorted({e.block_number for e in events})
+            times = dict(zip(numbers, await asyncio.gather(*map(self._block_time, numbers)),
+                             strict=True))
+            timeline = build_timeline(task_id, view, events, times, now_s)
+            self._recent[task_id] = (self._clock(), timeline)
+            return timeline

@@ -1,8 +1,12 @@
 """The timeline reader on anvil: a posted task, then claimed (one slot: it starts), read
 from the chain's logs in small block ranges, with block times; an unknown task is the
-contract's named error; a repeated read within the interval is answered again."""
+contract's named error; a repeated read within the interval is answered again, and reads
+asked together share one."""
 
 from __future__ import annotations
+
+import asyncio
+from typing import Any
 
 import pytest
 
@@ -48,3 +52,19 @@ async def test_timeline_from_the_chain(devnet: Devnet) -> None:
     cached = TimelineReader(client, devnet.rpc, start, min_interval_s=60.0)
     first = await cached.read(task_id)
     assert await cached.read(task_id) is first
+    # pages asking at the same moment share one read of the chain
+    together = TimelineReader(client, devnet.rpc, start, min_interval_s=60.0)
+    reads = 0
+    get_task = client.get_task
+
+    async def counted(task: int) -> Any:
+        nonlocal reads
+        reads += 1
+        return await get_task(task)
+
+    client.get_task = counted  # type: ignore[method-assign]
+    try:
+        answers = await asyncio.gather(*(together.read(task_id) for _ in range(5)))
+    finally:
+        client.get_task = get_task  # type: ignore[method-assign]
+    assert reads == 1 and all(a is answers[0] for a in answers)
