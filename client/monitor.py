@@ -70,6 +70,7 @@ class GroupMonitor:
         self._endpoints: dict[str, str] = {}
         self._manifest: tuple[bytes, str] | None = None
         self._streams: set[asyncio.Queue[bytes]] = set()  # one per open page
+        self._group: tuple[float, list[str]] = (float("-inf"), [])  # (read at, members)
         self._closing = False
 
     def app(self) -> web.Application:
@@ -98,8 +99,13 @@ class GroupMonitor:
 
     async def members(self) -> list[Member]:
         """The group in slot order, with the endpoints they registered on chain."""
+        loop = asyncio.get_running_loop()
         try:
-            addresses = await self._conn.market.members_of(self.task_id)
+            read_at, addresses = self._group
+            if loop.time() - read_at >= self._options.members_refresh_s:
+                # read once per refresh interval, whatever the number of open pages
+                addresses = await self._conn.market.members_of(self.task_id)
+                self._group = (loop.time(), addresses)
             for address in addresses:
                 if not self._endpoints.get(address):
                     self._endpoints[address] = await self._conn.market.endpoint_of(address)

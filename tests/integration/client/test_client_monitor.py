@@ -78,6 +78,7 @@ class StubMarket:
     calls: list[str] = field(default_factory=list)
 
     async def members_of(self, task_id: int) -> list[str]:
+        self.calls.append("members_of")
         return [LEADER, MEMBER]
 
     async def endpoint_of(self, miner: str) -> str:
@@ -189,6 +190,16 @@ async def test_a_stop_is_not_held_up_by_an_open_page(group: Group) -> None:
         assert (await stream.content.readline()).startswith(b"retry:")
         stop.set()
         await asyncio.wait_for(served, 5)  # aiohttp alone would wait 60 s for the handler
+
+
+async def test_the_group_is_read_once_per_refresh_interval(group: Group) -> None:
+    group.market.calls.clear()
+    for _ in range(3):  # pages and streams asking within one interval (0.1 s here)
+        assert [m.address for m in await group.monitor.members()] == [LEADER, MEMBER]
+    assert group.market.calls.count("members_of") == 1
+    await asyncio.sleep(0.15)
+    await group.monitor.members()
+    assert group.market.calls.count("members_of") == 2
 
 
 async def test_rigs_are_named_by_member(group: Group) -> None:
