@@ -22,9 +22,11 @@ class Member {
     this.slot = null;
     this.ended = false;
     this.receivedAt = 0;
+    this.version = 0;  // bumped by every update: the curves redraw only when it moves
   }
 
   apply(update) {
+    this.version += 1;
     Object.assign(this.snapshot, update);
     this.receivedAt = Date.now();
     if (Array.isArray(update.subnets) && Number.isInteger(update.step)) {
@@ -142,13 +144,16 @@ function connect() {
 
 // ---- polling: timeline, manifest, rig, task list -------------------------------------------
 
-function poll(fn, intervalMs) {
+// Calls fn every intervalMs until done() says there is nothing more to learn.
+function poll(fn, intervalMs, done = () => false) {
   const run = async () => {
     try { await fn(); } catch (err) { console.debug("poll failed", err); }
-    setTimeout(run, intervalMs);
+    if (!done()) setTimeout(run, intervalMs);
   };
   run();
 }
+
+const CLOSED_STATES = new Set(["SETTLED", "CANCELLED", "EXPIRED"]);
 
 async function refreshTimeline() {
   state.timeline = await api(`tasks/${state.taskId}/timeline`);
@@ -208,13 +213,20 @@ function render() {
   if (!frame) frame = requestAnimationFrame(() => { frame = 0; draw(); });
 }
 
+let lastCurvesKey = "";
+
 function draw() {
   if (!state.taskId) return;
   const main = selectedMember();
   renderConnection();
   renderTimeline();
   renderStats(main);
-  renderCurves(main);
+  const versions = [...state.members.values()].map((x) => x.version).join(",");
+  const curvesKey = `${main?.address}:${versions}`;  // the picker lists every reporting member
+  if (curvesKey !== lastCurvesKey) {
+    lastCurvesKey = curvesKey;
+    renderCurves(main);
+  }
   renderGroup();
   renderRig();
   renderSearch();
@@ -484,10 +496,10 @@ function start() {
   $("#task-view").hidden = false;
   document.title = `MANTA task #${state.taskId}`;
   connect();
-  poll(refreshTimeline, 2000);
-  poll(refreshRig, 2000);
-  poll(refreshManifest, 2000);
-  setInterval(render, 1000);  // countdowns
+  poll(refreshTimeline, 2000, () => CLOSED_STATES.has(state.timeline?.state));
+  poll(refreshRig, 2000, () => state.ended);
+  poll(refreshManifest, 2000, () => state.manifest !== null);
+  setInterval(() => { renderTimeline(); renderStats(selectedMember()); }, 1000);  // countdowns
 }
 
 start();
