@@ -24,7 +24,6 @@ manifest are the server's own ``/tasks/{id}/events`` and ``/tasks/{id}/manifest`
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 
 from aiohttp import web
 
+from miner.daemon.progress import parse_progress_lines
 from miner.daemon.rig import RigSampler
 from miner.daemon.server import DEPS, task_id_param
 from miner.daemon.store import TaskPhase
@@ -49,15 +49,7 @@ HIDDEN_PHASES = (TaskPhase.SEEN, TaskPhase.REFUSED)
 def parse_progress(raw: bytes) -> list[dict[str, Any]]:
     """The updates in a progress file's bytes, in order; broken lines are skipped and a
     trailing partial line (being written) is left out (pure)."""
-    updates = []
-    for line in raw.split(b"\n")[:-1]:
-        try:
-            update = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(update, dict):
-            updates.append(update)
-    return updates
+    return parse_progress_lines(raw)[0]
 
 
 def thin_updates(updates: list[dict[str, Any]], max_points: int) -> list[dict[str, Any]]:

@@ -201,6 +201,26 @@ class ProgressHub:
             subscriber._offer(None)
 
 
+def parse_progress_lines(data: bytes) -> tuple[list[dict[str, Any]], bytes, int]:
+    """The updates in ``data`` (progress-file bytes), the trailing partial line still being
+    written, and how many complete lines were not JSON objects (pure)."""
+    *lines, partial = data.split(b"\n")
+    updates: list[dict[str, Any]] = []
+    bad = 0
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            update = json.loads(line)
+        except ValueError:
+            update = None
+        if isinstance(update, dict):
+            updates.append(update)
+        else:
+            bad += 1
+    return updates, partial, bad
+
+
 class ProgressTailer:
     """Follows one task's progress file and publishes each complete line to the hub."""
 
@@ -227,22 +247,13 @@ class ProgressTailer:
     async def poll_once(self) -> int:
         """Publish the complete lines written since the last poll; returns how many."""
         data = self._partial + await asyncio.to_thread(self._read_new)
-        *lines, self._partial = data.split(b"\n")
-        published = 0
-        for line in lines:
-            if not line.strip():
-                continue
-            try:
-                update = json.loads(line)
-                if not isinstance(update, dict):
-                    raise ValueError("not an object")
-            except ValueError as exc:
-                self.bad_lines += 1
-                logger.warning("bad progress line task=%d error=%s", self.task_id, exc)
-                continue
+        updates, self._partial, bad = parse_progress_lines(data)
+        if bad:
+            self.bad_lines += bad
+            logger.warning("bad progress lines task=%d count=%d", self.task_id, bad)
+        for update in updates:
             self._hub.publish(self.task_id, update)
-            published += 1
-        return published
+        return len(updates)
 
     async def run(self) -> None:
         """Poll until cancelled, or until the task reports a final phase."""
