@@ -102,10 +102,8 @@ class CostLayout(Protocol):
 
 
 def layout_of(config: Any) -> CostLayout:
-    """The cost layout of a supernet config (classification or any config that brings its
-    own through ``cost_layout()``)."""
-    if isinstance(config, SupernetConfig):
-        return ClassificationLayout(config)
+    """The cost layout of a supernet config: every config brings its own
+    (``cost_layout()``)."""
     make = getattr(config, "cost_layout", None)
     if make is None:
         raise AutoMLError(f"no cost layout for a {type(config).__name__}")

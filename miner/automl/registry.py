@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from miner.automl.errors import AutoMLError, UnknownSupernetError
 from miner.automl.space import SearchSpace
 from miner.automl.stereo.static_net import N_STAGES
-from miner.automl.stereo.supernet import OFADispNetC, StereoConfig
+from miner.automl.stereo.supernet import StereoConfig
 from miner.automl.supernet import OFASupernet, SupernetConfig
 
 AnyConfig = SupernetConfig | StereoConfig
@@ -59,10 +59,8 @@ class SupernetRegistry:
 
 
 def build_module(config: AnyConfig) -> OFASupernet:
-    """The supernet module a config describes."""
-    if isinstance(config, StereoConfig):
-        return OFADispNetC(config)
-    return OFASupernet(config)
+    """The supernet module a config describes (each config knows its module)."""
+    return config.build()
 
 
 _REGISTRY = SupernetRegistry()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import torch
 from pydantic import BaseModel, ConfigDict, model_validator
@@ -27,6 +27,9 @@ from torch import nn
 from miner.automl.blocks import ElasticBlockConfig, ElasticMBConv, Region
 from miner.automl.space import Arch, SearchSpace
 from miner.automl.static import ConvBN, NetSpec, StaticNet, make_activation
+
+if TYPE_CHECKING:
+    from miner.automl.efficiency import ClassificationLayout
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +71,16 @@ class SupernetConfig(BaseModel):
     def slot_configs(self) -> list[ElasticBlockConfig]:
         """One elastic block config per slot, stage-major (``space.n_slots`` of them)."""
         return stage_slot_configs(self, [self.stem_width, *self.stage_widths[:-1]])
+
+    def build(self) -> OFASupernet:
+        """The supernet module this config describes."""
+        return OFASupernet(self)
+
+    def cost_layout(self) -> ClassificationLayout:
+        """The analytic cost model of this supernet (:mod:`miner.automl.efficiency`)."""
+        from miner.automl.efficiency import ClassificationLayout
+
+        return ClassificationLayout(self)
 
 
 def net_spec(config: SupernetConfig, arch: Arch) -> NetSpec:

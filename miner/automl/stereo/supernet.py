@@ -102,6 +102,10 @@ class StereoConfig(BaseModel):
     def cost_layout(self) -> StereoLayout:
         return StereoLayout(self)
 
+    def build(self) -> OFADispNetC:
+        """The supernet module this config describes."""
+        return OFADispNetC(self)
+
 
 def stereo_net_spec(config: StereoConfig, arch: Arch) -> StereoNetSpec:
     """The static network ``arch`` selects from a stereo supernet with ``config`` (pure)."""
