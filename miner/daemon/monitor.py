@@ -130,4 +130,5 @@ class MinerMonitor:
     async def rig(self, request: web.Request) -> web.Response:
         address = request.config_dict[DEPS].address
         reading = await self._rig.sample()
-        return web.json_response({"hosts": [{**reading, "name": address or reading["name"]}]})
+        # named by the miner's address, never its hostname: the page is public
+        return web.json_response({"hosts": [{**reading, "name": address}]})

@@ -97,13 +97,12 @@ class RigSampler:
     """One reading of the rig at a time (see the module docstring)."""
 
     def __init__(self, proc: Path = Path("/proc"), nvidia_smi: str | None = None,
-                 min_interval_s: float = 1.0, clock: Callable[[], float] = time.monotonic,
-                 name: str = "") -> None:
+                 min_interval_s: float = 1.0, clock: Callable[[], float] = time.monotonic
+                 ) -> None:
         self._proc = proc
         self._nvidia_smi = nvidia_smi if nvidia_smi is not None else shutil.which("nvidia-smi")
         self._min_interval_s = min_interval_s
         self._clock = clock
-        self._name = name or "rig"  # not the hostname: the page is public
         self._cpu: CpuTimes | None = None
         self._last: tuple[float, dict[str, Any]] | None = None
         self._lock = asyncio.Lock()
@@ -128,7 +127,7 @@ class RigSampler:
         self._cpu = cpu or self._cpu
         memory = parse_meminfo(_read(self._proc / "meminfo"))
         load = _read(self._proc / "loadavg").split()[:3]
-        return {"name": self._name, "cpu_percent": percent, "cpus": os.cpu_count(),
+        return {"cpu_percent": percent, "cpus": os.cpu_count(),
                 "load_avg": [float(x) for x in load] if len(load) == 3 else None,
                 "memory_total_bytes": memory.get("MemTotal"),
                 "memory_available_bytes": memory.get("MemAvailable")}

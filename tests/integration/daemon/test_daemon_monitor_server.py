@@ -75,7 +75,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     deps = server_deps(tmp_path, store, ADDRESS)
     timelines = StubTimelines()
     sampler = RigSampler(proc=fake_proc(tmp_path / "proc"),
-                         nvidia_smi=str(fake_nvidia_smi(tmp_path)), name="rig-1",
+                         nvidia_smi=str(fake_nvidia_smi(tmp_path)),
                          min_interval_s=0.0)
     monitor = MinerMonitor(lambda t: tmp_path / "tasks" / str(t) / "progress.jsonl", timelines,
                            sampler)
