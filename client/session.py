@@ -89,7 +89,8 @@ async def connect(config: ClientConfig, signer: bool = False) -> AsyncIterator[C
                                          timeout_s=config.timeout_s))
     try:
         sender = await TxSender.create(rpc, account) if account is not None else None
-        market = await TaskMarket.create(rpc, deployment.task_market, sender)
+        market = await TaskMarket.create(rpc, deployment.task_market, sender,
+                                         start_block=deployment.start_block)
         yield Connection(rpc, market, deployment, account.address if account else None)
     finally:
         await rpc.close()

@@ -207,7 +207,8 @@ async def _watch(deployment: Deployment, rpc_url: str, settings: NodeSettings,
     rpc = await RpcPool.create(RpcConfig(urls=(rpc_url,), chain_id=deployment.chain_id,
                                          timeout_s=settings.chain.timeout_s))
     try:
-        market = await TaskMarket.create(rpc, deployment.task_market)
+        market = await TaskMarket.create(rpc, deployment.task_market,
+                                         start_block=deployment.start_block)
         source = RpcBlockSource(rpc, deployment.task_market)
         config = IndexerConfig.from_settings(settings.indexer, deployment.start_block)
         handler = decoding(market.decode_logs, emit)
@@ -338,7 +339,7 @@ def demo(ctx: typer.Context,
              help="The stereo flavour: a stereo supernet on procedural pairs, EPE verified "
                   "on the client's own pairs.")] = False,
          chain_only: Annotated[bool, typer.Option(
-             help="Only the chain part: post, claim, submit, accept, withdraw; no training.")]
+             help="Only the chain part: post, claim, submit, accept (which pays); no training.")]
          = False,
          folder: Annotated[Path | None, typer.Option(
              help="Working folder (default: a temporary one, removed at the end).")] = None,
@@ -373,8 +374,8 @@ def _render_chain_demo(summary: Any) -> None:
     console.print(f"task {summary.task_id} on {summary.task_market}: [bold]{summary.state}[/]")
     for step, gas in summary.gas_by_step.items():
         console.print(f"  {step:<14} {gas:>9,} gas")
-    for account, wei in summary.withdrawn_wei.items():
-        console.print(f"  {account} withdrew {wei} wei")
+    for account, wei in summary.paid_wei.items():
+        console.print(f"  {account} was paid {wei} wei")
 
 
 def _fmt(value: float | None, unit: str = "") -> str:

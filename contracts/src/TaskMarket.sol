@@ -8,25 +8,37 @@ import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 
 /**
- * @title TaskMarket
- * @notice Escrow for MANTA AutoML tasks: a client posts a task with a reward, registered miners
- * claim its slots with a bond, the leader (slot 0) submits the result root signed by every
- * member, and the reward is settled by the client, by the passing of the review window, or by
- * the task's arbiter. Every state has a deadline and a way out; money leaves only through
- * {withdraw} (pull payments).
+ * @title TaskMarket (v2)
+ * @notice Escrow for MANTA AutoML tasks. A client posts a task with a reward; registered miners
+ * claim its slots with a bond; any member submits the result root signed by a strict majority
+ * of the group; the client accepts (or disputes before the arbiter), or the review window
+ * passes. Every state has a deadline and a way out.
+ *
+ * The money rules, written so that nobody profits from another's loss:
+ * - The reward is split equally over the slots, fixed when the task is posted (slot 0 takes
+ *   the rounding remainder). A member is paid its share only if it signed the result (at submit
+ *   or later, with {endorse}); nobody else can take a non-signer's share, so leaving a member
+ *   out of the signatures gains the others nothing.
+ * - A bond is never credited to the client or the arbiter. A forfeited bond (or an unclaimed
+ *   share) is burned: it stays in the contract for ever, counted by {burnedOf}.
+ * - A member keeps its bond when it signed a result the miners won, or when it checked in
+ *   ({checkIn}, committing to evidence of its work) and did not sign a result that lost its
+ *   dispute. A member that never showed up (no signature, no check-in) loses it.
+ * - A member left out of a submitted result keeps until the settle deadline (the end of the
+ *   review window, or of the arbitration window after a dispute) to endorse the result (share
+ *   and bond) or to check in (bond), even after the client accepted early; only then does
+ *   {sweep} burn what nobody claimed. A hostile majority cannot burn an honest member's bond.
+ * - Payouts are pushed inside the settling transaction; a transfer that fails is credited
+ *   instead, for {withdraw}.
+ *
+ * The group is kept as a hash chain in one slot (`group = keccak(group, member)` per claim);
+ * calls that need the members take them as calldata and check them against it. Reputation is
+ * not stored: the indexer weighs it from the events (value and distinct clients).
  *
  * Time-based transition: an OPEN task whose claim window ends with at least one claim (but with
- * free slots left) is RUNNING from then on, with workDeadline = claimDeadline + workWindow. No
- * transaction happens at that moment, so no event can mark it; {stateOf} and {getTask} report
- * the effective state, and watchers derive the start from the TaskPosted/TaskClaimed events.
- *
- * Deadlines are inclusive for the party acting inside a window (claim, submit, dispute, resolve
- * and cancel need `block.timestamp <= deadline`) and exclusive for the exits that follow it
- * (expire and finalize need `block.timestamp > deadline`), so at every moment exactly one side
- * of each deadline applies.
- *
- * Times are stored as uint32 seconds; postTask refuses windows whose last possible deadline
- * would fall after 2106-02-07 (TaskMarketBeyondTimeHorizon). Views and events widen them to uint64.
+ * free slots left) is RUNNING from then on, with workDeadline = claimDeadline + workWindow.
+ * Deadlines are inclusive for the party acting inside a window and exclusive for the exits that
+ * follow it, so at every moment exactly one side of each deadline applies.
  */
 contract TaskMarket is EIP712, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
@@ -71,64 +83,70 @@ contract TaskMarket is EIP712, ReentrancyGuardTransient {
         uint32 workWindow;
         uint32 reviewWindow;
         uint32 arbitrationWindow;
-        bytes32 specHash;
         bytes32 resultRoot;
+        bytes32 group;
+        bool minersPaid;
+        uint32 signedSlots;
+        uint32 presentSlots;
     }
 
-    /// @dev Five storage slots per task (the comments mark where each slot starts). Times are
-    /// uint32 seconds (good until 2106; postTask refuses windows that would end later), and the
-    /// token is an index into `_tokens` (0 = native coin), which leaves room to keep every
-    /// field that changes after posting in slot 2, so each transition rewrites one warm slot.
+    /// @dev Five slots per task (the spec and validation hashes live in TaskPosted only). Everything that changes after posting, except the group and the
+    /// result root, lives in slot 2, so each transition rewrites one warm slot.
     struct Task {
         address client; // slot 0
         uint96 reward;
         address arbiter; // slot 1
         uint96 bond;
-        uint40 tokenId; // slot 2
+        uint16 tokenId; // slot 2
         uint8 slots;
         uint8 claimed;
         State state;
+        uint8 flags;
         uint32 claimDeadline;
         uint32 workDeadline; // 0 until the group fills (or a result arrives after an implicit start)
-        uint32 settleDeadline; // review deadline while SUBMITTED, arbitration deadline while DISPUTED
+        uint32 settleDeadline; // review deadline while SUBMITTED, arbitration deadline after a dispute
         uint32 workWindow;
         uint32 reviewWindow;
         uint32 arbitrationWindow;
-        bytes32 specHash; // slot 3
+        bytes32 group; // slot 3: keccak chain of the members in slot order
         bytes32 resultRoot; // slot 4
     }
 
-    /// @dev One slot per group member: who, and the share of the reward once a result is in.
-    struct Member {
-        address account;
-        uint96 share;
-    }
-
-    /// @dev One slot per account: reputation, registration and the native-coin credit, so that
-    /// settling a registered miner rewrites a slot that is already non-zero.
+    /// @dev Per account: registration and the native-coin credit of a push that failed.
     struct Account {
-        uint32 completed;
-        uint32 failed;
-        uint32 disputesLost;
         bool registered;
-        uint152 nativeCredit;
+        uint248 nativeCredit;
     }
 
     uint8 public constant MAX_SLOTS = 32;
     uint256 public constant MAX_ENDPOINT_BYTES = 256;
-    bytes32 public constant RESULT_TYPEHASH = keccak256("Result(uint256 taskId,bytes32 resultRoot,uint96[] shares)");
+    uint32 public constant MAX_CLAIM_WINDOW = 30 days;
+    uint32 public constant MAX_WORK_WINDOW = 180 days;
+    uint32 public constant MAX_REVIEW_WINDOW = 30 days;
+    uint32 public constant MAX_ARBITRATION_WINDOW = 30 days;
+    /// @notice A bond is at least 1/MIN_BOND_DIVISOR of a slot's share (and never zero), so a
+    /// slot squatted by someone who never works costs the squatter a tenth of what it blocks.
+    uint256 public constant MIN_BOND_DIVISOR = 10;
+    /// @dev Gas forwarded to a payout; a recipient that needs more (or reverts) gets a credit.
+    uint256 private constant PUSH_GAS = 30_000;
+    uint256 private constant TOKEN_PUSH_GAS = 100_000;
+    bytes32 public constant RESULT_TYPEHASH = keccak256("Result(uint256 taskId,bytes32 resultRoot)");
 
-    uint64 private _taskCount; // one slot with _tokenCount: registering a token adds no fresh slot
-    uint40 private _tokenCount;
+    uint8 private constant FLAG_MINERS_PAID = 1; // settled in the miners' favour
+    uint8 private constant FLAG_ALL_SIGNED = 2; // every member signed at submit: no marks slot
+    uint8 private constant FLAG_SWEPT = 4; // what the left-out members did not claim is burned
+
+    uint64 private _taskCount;
+    uint16 private _tokenCount;
     mapping(uint256 taskId => Task) private _tasks;
-    mapping(uint256 taskId => mapping(uint256 slot => Member)) private _members;
+    /// @dev Bits 0-31: slot i signed the result; bits 32-63: slot i checked in.
+    mapping(uint256 taskId => uint256 marks) private _marks;
     mapping(address account => Account) private _accounts;
     mapping(address account => string) private _endpoints;
     mapping(address account => mapping(address token => uint256)) private _tokenCredits;
-    /// @dev Bit i set: group member i checked in (see {checkIn}).
-    mapping(uint256 taskId => uint256 slotBits) private _checkedIn;
-    mapping(uint40 tokenId => address) private _tokens;
-    mapping(address token => uint40 tokenId) private _tokenIds;
+    mapping(address token => uint256) private _burned;
+    mapping(uint16 tokenId => address) private _tokens;
+    mapping(address token => uint16 tokenId) private _tokenIds;
 
     event MinerRegistered(address indexed miner, string endpoint);
     event TaskPosted(
@@ -151,49 +169,56 @@ contract TaskMarket is EIP712, ReentrancyGuardTransient {
     event TaskStarted(uint256 indexed taskId, uint64 workDeadline);
     event ResultSubmitted(
         uint256 indexed taskId,
-        address indexed leader,
+        address indexed submitter,
         bytes32 resultRoot,
-        uint96[] shares,
+        uint32 signedSlots,
         uint64 reviewDeadline,
         string resultURI
     );
+    event ResultEndorsed(uint256 indexed taskId, address indexed miner, uint8 slot);
     event TaskDisputed(uint256 indexed taskId, bytes32 reasonHash, uint64 arbitrationDeadline);
     event DisputeResolved(uint256 indexed taskId, address indexed arbiter, bool minersWon);
     event TaskSettled(uint256 indexed taskId, bool minersPaid);
     event TaskCancelled(uint256 indexed taskId);
-    event TaskExpired(uint256 indexed taskId, bool bondsSlashed);
-    event MemberCheckedIn(uint256 indexed taskId, address indexed miner, uint8 slot);
+    event TaskExpired(uint256 indexed taskId, uint256 burned);
+    event MemberCheckedIn(uint256 indexed taskId, address indexed miner, uint8 slot, bytes32 evidence);
+    event Burned(uint256 indexed taskId, address indexed token, uint256 amount);
+    event PaymentDeferred(address indexed account, address indexed token, uint256 amount);
     event Withdrawn(address indexed account, address indexed token, uint256 amount);
 
     error TaskMarketUnknownTask(uint256 taskId);
     error TaskMarketWrongState(uint256 taskId, State state);
     error TaskMarketNotClient(uint256 taskId, address caller);
-    error TaskMarketNotLeader(uint256 taskId, address caller);
     error TaskMarketNotArbiter(uint256 taskId, address caller);
     error TaskMarketDeadlinePassed(uint256 taskId, uint64 deadline);
     error TaskMarketDeadlineNotReached(uint256 taskId, uint64 deadline);
     error TaskMarketWrongPayment(uint256 expected, uint256 sent);
     error TaskMarketFeeOnTransfer(address token, uint256 expected, uint256 received);
     error TaskMarketNativeTransferFailed(address account, uint256 amount);
-    error TaskMarketNotRegistered(address miner);
     error TaskMarketAlreadyClaimed(uint256 taskId, address miner);
     error TaskMarketPartyCannotClaim(uint256 taskId, address miner);
     error TaskMarketClaimsExist(uint256 taskId, uint8 claimed);
-    error TaskMarketLengthMismatch(uint256 taskId, uint256 members, uint256 shares, uint256 signatures);
-    error TaskMarketBadShares(uint256 taskId, uint256 sum, uint256 reward);
+    error TaskMarketWrongGroup(uint256 taskId, uint256 members);
+    error TaskMarketLengthMismatch(uint256 taskId, uint256 members, uint256 signatures);
+    error TaskMarketNoQuorum(uint256 taskId, uint256 signed, uint256 needed);
     error TaskMarketBadSignature(uint256 taskId, uint256 index);
     error TaskMarketZeroResultRoot(uint256 taskId);
     error TaskMarketNothingToWithdraw(address account, address token);
     error TaskMarketInvalidReward(uint256 reward);
     error TaskMarketInvalidSlots(uint8 slots);
     error TaskMarketInvalidWindow(string name, uint32 value);
+    error TaskMarketBondTooLow(uint256 bond, uint256 minimum);
     error TaskMarketInvalidArbiter(address arbiter);
     error TaskMarketBeyondTimeHorizon(uint256 latestDeadline);
     error TaskMarketInvalidEndpoint(uint256 length);
     error TaskMarketNotMember(uint256 taskId, address caller);
     error TaskMarketAlreadyCheckedIn(uint256 taskId, address miner);
+    error TaskMarketAlreadySigned(uint256 taskId, address miner);
+    error TaskMarketNoEvidence(uint256 taskId);
+    error TaskMarketNothingToSweep(uint256 taskId);
+    error TaskMarketTooManyTokens();
 
-    constructor() EIP712("MANTA TaskMarket", "1") {}
+    constructor() EIP712("MANTA TaskMarket", "2") {}
 
     // ---------------------------------------------------------------- miner registry
 
@@ -236,19 +261,20 @@ contract TaskMarket is EIP712, ReentrancyGuardTransient {
         t.workWindow = p.workWindow;
         t.reviewWindow = p.reviewWindow;
         t.arbitrationWindow = p.arbitrationWindow;
-        t.specHash = p.specHash;
         _emitPosted(taskId, claimDeadline, p, specURI);
         if (p.token != address(0)) _pullToken(p.token, p.reward);
     }
 
-    /// @notice Takes the next free slot of an OPEN task, paying the bond; the slot that fills the
-    /// group starts the work window.
-    function claim(uint256 taskId) external payable nonReentrant {
+    /// @notice Takes the next free slot of an OPEN task, paying the bond; `group` is the current
+    /// group in slot order (from the TaskClaimed events), checked against the stored chain so
+    /// that an account holds at most one slot. The slot that fills the group starts the work.
+    /// Not guarded against re-entry: its only external call (an ERC-20 pull) comes after every
+    /// effect, and re-entering can only claim another slot under the same rules.
+    function claim(uint256 taskId, address[] calldata group) external payable {
         Task storage t = _existing(taskId);
         if (t.state != State.Open) revert TaskMarketWrongState(taskId, t.state);
         uint32 claimDeadline = t.claimDeadline;
         if (block.timestamp > claimDeadline) revert TaskMarketDeadlinePassed(taskId, claimDeadline);
-        if (!_accounts[msg.sender].registered) revert TaskMarketNotRegistered(msg.sender);
         if (msg.sender == t.client || msg.sender == t.arbiter) revert TaskMarketPartyCannotClaim(taskId, msg.sender);
         address token = _tokenOf(t.tokenId);
         uint96 bond = t.bond;
@@ -257,13 +283,11 @@ contract TaskMarket is EIP712, ReentrancyGuardTransient {
         } else if (msg.value != 0) {
             revert TaskMarketWrongPayment(0, msg.value);
         }
-        uint8 slot = t.claimed;
-        mapping(uint256 => Member) storage members = _members[taskId];
-        for (uint256 i; i < slot; ++i) {
-            if (members[i].account == msg.sender) revert TaskMarketAlreadyClaimed(taskId, msg.sender);
-        }
+        _checkGroup(taskId, t, group);
+        if (_indexOf(group, msg.sender) < group.length) revert TaskMarketAlreadyClaimed(taskId, msg.sender);
 
-        members[slot].account = msg.sender;
+        uint8 slot = t.claimed;
+        t.group = _link(t.group, msg.sender);
         t.claimed = slot + 1;
         emit TaskClaimed(taskId, msg.sender, slot);
         if (slot + 1 == t.slots) {
@@ -275,31 +299,32 @@ contract TaskMarket is EIP712, ReentrancyGuardTransient {
         if (token != address(0)) _pullToken(token, bond);
     }
 
-    /// @notice The leader submits the result root with the reward split and every member's
-    /// EIP-712 signature over (taskId, resultRoot, shares), in slot order.
+    /// @notice Any member submits the result root with the signatures of a strict majority of
+    /// the group: `signatures[i]` is member i's EIP-712 signature over (taskId, resultRoot), or
+    /// empty when member i did not sign; the caller's own entry is not needed (sending is signing).
     function submitResult(
         uint256 taskId,
         bytes32 resultRoot,
         string calldata resultURI,
-        uint96[] calldata shares,
+        address[] calldata members,
         bytes[] calldata signatures
     ) external {
-        uint32 reviewDeadline = _takeResult(taskId, resultRoot, shares, signatures);
-        emit ResultSubmitted(taskId, msg.sender, resultRoot, shares, reviewDeadline, resultURI);
+        (uint32 signedSlots, uint32 reviewDeadline) = _takeResult(taskId, resultRoot, members, signatures);
+        emit ResultSubmitted(taskId, msg.sender, resultRoot, signedSlots, reviewDeadline, resultURI);
     }
 
-    /// @notice The client accepts a submitted result: every member is credited its share plus its bond.
-    function accept(uint256 taskId) external nonReentrant {
+    /// @notice The client accepts a submitted result: each signer gets its share and its bond.
+    function accept(uint256 taskId, address[] calldata members) external nonReentrant {
         Task storage t = _existing(taskId);
         if (msg.sender != t.client) revert TaskMarketNotClient(taskId, msg.sender);
         if (t.state != State.Submitted) revert TaskMarketWrongState(taskId, _effectiveState(t));
-        _payMiners(taskId, t);
-        emit TaskSettled(taskId, true);
+        _checkGroup(taskId, t, members);
+        _settle(taskId, t, members, true);
     }
 
     /// @notice Anyone settles in the miners' favour once the client let the review window pass,
     /// or the arbiter let the arbitration window pass.
-    function finalize(uint256 taskId) external nonReentrant {
+    function finalize(uint256 taskId, address[] calldata members) external nonReentrant {
         Task storage t = _existing(taskId);
         State state = t.state;
         if (state != State.Submitted && state != State.Disputed) {
@@ -307,8 +332,8 @@ contract TaskMarket is EIP712, ReentrancyGuardTransient {
         }
         uint32 deadline = t.settleDeadline;
         if (block.timestamp <= deadline) revert TaskMarketDeadlineNotReached(taskId, deadline);
-        _payMiners(taskId, t);
-        emit TaskSettled(taskId, true);
+        _checkGroup(taskId, t, members);
+        _settle(taskId, t, members, true);
     }
 
     /// @notice The client disputes a submitted result inside the review window; the arbiter then decides.
@@ -324,71 +349,121 @@ contract TaskMarket is EIP712, ReentrancyGuardTransient {
         emit TaskDisputed(taskId, reasonHash, arbitrationDeadline);
     }
 
-    /// @notice The arbiter rules on a dispute inside the arbitration window.
-    function resolve(uint256 taskId, bool minersWin) external nonReentrant {
+    /// @notice The arbiter rules on a dispute inside the arbitration window. Miners win: as
+    /// {accept}. Client wins: the reward goes back to the client and the signers' bonds are burned.
+    function resolve(uint256 taskId, bool minersWin, address[] calldata members) external nonReentrant {
         Task storage t = _existing(taskId);
         if (msg.sender != t.arbiter) revert TaskMarketNotArbiter(taskId, msg.sender);
         if (t.state != State.Disputed) revert TaskMarketWrongState(taskId, _effectiveState(t));
         uint32 arbitrationDeadline = t.settleDeadline;
         if (block.timestamp > arbitrationDeadline) revert TaskMarketDeadlinePassed(taskId, arbitrationDeadline);
-        if (minersWin) {
-            _payMiners(taskId, t);
-        } else {
-            _payClient(taskId, t, State.Settled, 0);
-        }
+        _checkGroup(taskId, t, members);
         emit DisputeResolved(taskId, msg.sender, minersWin);
-        emit TaskSettled(taskId, minersWin);
+        _settle(taskId, t, members, minersWin);
     }
 
-    /// @notice A member of a RUNNING group says, inside the work window, that it is still there.
-    /// If the task expires without a result while some member stayed silent, the bonds of the
-    /// members who checked in come back to them and only the silent members' bonds go to the
-    /// client: bonds punish a member who vanished, not the ones it left behind. If every member
-    /// checked in, nobody vanished and every bond goes to the client. Every member still counts
-    /// the task as failed.
-    function checkIn(uint256 taskId) external {
+    /// @notice A member says it is there and working, committing to `evidence` (the hash of its
+    /// latest checkpoint or progress root). While RUNNING (until the work deadline) this keeps its
+    /// bond if the task expires. A member left out of a submitted result may check in until the
+    /// settle deadline, which keeps its bond (returned at once if the task already settled).
+    function checkIn(uint256 taskId, address[] calldata members, bytes32 evidence) external nonReentrant {
+        if (evidence == bytes32(0)) revert TaskMarketNoEvidence(taskId);
         Task storage t = _existing(taskId);
         State state = _effectiveState(t);
-        if (state != State.Running) revert TaskMarketWrongState(taskId, state);
-        uint32 workDeadline = _workDeadline(t);
-        if (block.timestamp > workDeadline) revert TaskMarketDeadlinePassed(taskId, workDeadline);
-        uint8 n = t.claimed;
-        mapping(uint256 => Member) storage members = _members[taskId];
-        for (uint8 i; i < n; ++i) {
-            if (members[i].account != msg.sender) continue;
-            uint256 bits = _checkedIn[taskId];
-            if (bits & (uint256(1) << i) != 0) revert TaskMarketAlreadyCheckedIn(taskId, msg.sender);
-            _checkedIn[taskId] = bits | (uint256(1) << i);
-            emit MemberCheckedIn(taskId, msg.sender, i);
-            return;
+        uint32 deadline;
+        if (state == State.Running) {
+            deadline = _workDeadline(t);
+        } else if (state == State.Submitted || state == State.Disputed || _lateClaimsOpen(t)) {
+            deadline = t.settleDeadline;
+        } else {
+            revert TaskMarketWrongState(taskId, state);
         }
-        revert TaskMarketNotMember(taskId, msg.sender);
+        if (block.timestamp > deadline) revert TaskMarketDeadlinePassed(taskId, deadline);
+        _checkGroup(taskId, t, members);
+        uint256 slot = _memberSlot(taskId, members);
+        uint256 marks = _marksOf(taskId, t);
+        uint256 bit = uint256(1) << (32 + slot);
+        if (marks & bit != 0 || marks & (uint256(1) << slot) != 0) {
+            revert TaskMarketAlreadyCheckedIn(taskId, msg.sender);
+        }
+        _marks[taskId] = marks | bit;
+        // casting to 'uint8' is safe because slot < MAX_SLOTS
+        // forge-lint: disable-next-line(unsafe-typecast)
+        emit MemberCheckedIn(taskId, msg.sender, uint8(slot), evidence);
+        if (state == State.Settled) _pay(_tokenOf(t.tokenId), msg.sender, t.bond);
+    }
+
+    /// @notice A member left out of a submitted result signs it late (until the settle deadline):
+    /// it joins the signers, and is paid its share and bond at once if the miners already won.
+    function endorse(uint256 taskId, address[] calldata members) external nonReentrant {
+        Task storage t = _existing(taskId);
+        State state = t.state;
+        bool settled = state == State.Settled;
+        if (!(state == State.Submitted || state == State.Disputed || (settled && t.flags & FLAG_MINERS_PAID != 0))) {
+            revert TaskMarketWrongState(taskId, _effectiveState(t));
+        }
+        uint32 deadline = t.settleDeadline;
+        if (block.timestamp > deadline) revert TaskMarketDeadlinePassed(taskId, deadline);
+        _checkGroup(taskId, t, members);
+        uint256 slot = _memberSlot(taskId, members);
+        uint256 marks = _marksOf(taskId, t);
+        if (marks & (uint256(1) << slot) != 0) revert TaskMarketAlreadySigned(taskId, msg.sender);
+        _marks[taskId] = marks | (uint256(1) << slot);
+        // casting to 'uint8' is safe because slot < MAX_SLOTS
+        // forge-lint: disable-next-line(unsafe-typecast)
+        emit ResultEndorsed(taskId, msg.sender, uint8(slot));
+        if (settled) {
+            uint256 amount = _shareOf(t, slot);
+            if (marks & (uint256(1) << (32 + slot)) == 0) amount += t.bond; // its bond was held
+            _pay(_tokenOf(t.tokenId), msg.sender, amount);
+        }
+    }
+
+    /// @notice Anyone, after the settle deadline of a task settled before it: burns the shares
+    /// and bonds that the members left out of the result did not claim back.
+    function sweep(uint256 taskId, address[] calldata members) external nonReentrant {
+        Task storage t = _existing(taskId);
+        if (t.state != State.Settled || t.flags & (FLAG_SWEPT | FLAG_ALL_SIGNED) != 0) {
+            revert TaskMarketNothingToSweep(taskId);
+        }
+        uint32 deadline = t.settleDeadline;
+        if (block.timestamp <= deadline) revert TaskMarketDeadlineNotReached(taskId, deadline);
+        _checkGroup(taskId, t, members);
+        _burnUnclaimed(taskId, t, _marks[taskId]);
     }
 
     /// @notice Anyone closes a task that ran out of time: OPEN with no claim after the claim
     /// deadline (reward refunded), or RUNNING without a result after the work deadline (reward
-    /// and the bonds of the members who did not check in credited to the client, the others'
-    /// bonds back to them; every bond to the client if all checked in). `bondsSlashed` says
-    /// whether any bond went to the client.
-    function expire(uint256 taskId) external nonReentrant {
+    /// refunded; members who checked in get their bond back, the others' bonds are burned).
+    function expire(uint256 taskId, address[] calldata members) external nonReentrant {
         Task storage t = _existing(taskId);
         State state = _effectiveState(t);
+        address token = _tokenOf(t.tokenId);
         if (state == State.Open) {
             uint32 claimDeadline = t.claimDeadline;
             if (block.timestamp <= claimDeadline) revert TaskMarketDeadlineNotReached(taskId, claimDeadline);
             // Past the claim deadline an OPEN task has no claim (else it would be RUNNING).
             t.state = State.Expired;
-            _credit(t.client, _tokenOf(t.tokenId), t.reward);
-            emit TaskExpired(taskId, false);
+            emit TaskExpired(taskId, 0);
+            _pay(token, t.client, t.reward);
         } else if (state == State.Running) {
             uint32 workDeadline = _workDeadline(t);
             if (block.timestamp <= workDeadline) revert TaskMarketDeadlineNotReached(taskId, workDeadline);
-            // Members who checked in are spared only if someone else stayed silent: a group
-            // that is all present and still delivers nothing forfeits every bond.
-            uint256 spared = _checkedIn[taskId];
-            if (spared == (uint256(1) << t.claimed) - 1) spared = 0;
-            uint256 slashed = _payClient(taskId, t, State.Expired, spared);
-            emit TaskExpired(taskId, slashed != 0);
+            _checkGroup(taskId, t, members);
+            t.state = State.Expired;
+            t.workDeadline = workDeadline;
+            uint256 present = _marks[taskId] >> 32;
+            uint256 bond = t.bond;
+            uint256 burned;
+            for (uint256 i; i < members.length; ++i) {
+                if (present & (uint256(1) << i) == 0) burned += bond;
+            }
+            _burn(taskId, token, burned);
+            emit TaskExpired(taskId, burned);
+            for (uint256 i; i < members.length; ++i) {
+                if (present & (uint256(1) << i) != 0) _pay(token, members[i], bond);
+            }
+            _pay(token, t.client, t.reward);
         } else {
             revert TaskMarketWrongState(taskId, state);
         }
@@ -403,11 +478,12 @@ contract TaskMarket is EIP712, ReentrancyGuardTransient {
         if (block.timestamp > claimDeadline) revert TaskMarketDeadlinePassed(taskId, claimDeadline);
         if (t.claimed != 0) revert TaskMarketClaimsExist(taskId, t.claimed);
         t.state = State.Cancelled;
-        _credit(msg.sender, _tokenOf(t.tokenId), t.reward);
         emit TaskCancelled(taskId);
+        _pay(_tokenOf(t.tokenId), msg.sender, t.reward);
     }
 
-    /// @notice Pays out the caller's whole credit in `token` (address(0) = the native coin).
+    /// @notice Pays out the caller's credit in `token` (address(0) = the native coin): what a
+    /// payout that could not be pushed left behind.
     function withdraw(address token) external nonReentrant {
         uint256 amount;
         if (token == address(0)) {
@@ -435,6 +511,10 @@ contract TaskMarket is EIP712, ReentrancyGuardTransient {
         return _endpoints[miner];
     }
 
+    function isRegistered(address miner) external view returns (bool) {
+        return _accounts[miner].registered;
+    }
+
     function taskCount() external view returns (uint256) {
         return _taskCount;
     }
@@ -453,36 +533,32 @@ contract TaskMarket is EIP712, ReentrancyGuardTransient {
         v.state = state;
         v.claimDeadline = t.claimDeadline;
         if (t.claimed != 0 && state != State.Open) v.workDeadline = _workDeadline(t);
-        if (state == State.Submitted || state == State.Disputed) v.settleDeadline = t.settleDeadline;
+        v.settleDeadline = t.settleDeadline;
         v.workWindow = t.workWindow;
         v.reviewWindow = t.reviewWindow;
         v.arbitrationWindow = t.arbitrationWindow;
-        v.specHash = t.specHash;
         v.resultRoot = t.resultRoot;
+        v.group = t.group;
+        v.minersPaid = t.flags & FLAG_MINERS_PAID != 0;
+        uint256 marks = _marksOf(taskId, t);
+        v.signedSlots = uint32(marks);
+        v.presentSlots = uint32(marks >> 32);
     }
 
     function stateOf(uint256 taskId) external view returns (State) {
         return _effectiveState(_existing(taskId));
     }
 
-    /// @notice The group in slot order; slot 0 is the leader.
-    function membersOf(uint256 taskId) external view returns (address[] memory group) {
-        uint256 n = _existing(taskId).claimed;
-        group = new address[](n);
-        for (uint256 i; i < n; ++i) {
-            group[i] = _members[taskId][i].account;
+    /// @notice The hash chain a group of members in slot order makes (what {getTask} holds).
+    function groupHash(address[] calldata members) external pure returns (bytes32 h) {
+        for (uint256 i; i < members.length; ++i) {
+            h = _link(h, members[i]);
         }
     }
 
-    /// @notice Whether `miner` is a member of the task that checked in (see {checkIn}).
-    function isCheckedIn(uint256 taskId, address miner) external view returns (bool) {
-        uint256 bits = _checkedIn[taskId];
-        uint256 n = _tasks[taskId].claimed;
-        mapping(uint256 => Member) storage members = _members[taskId];
-        for (uint256 i; i < n; ++i) {
-            if (members[i].account == miner) return bits & (uint256(1) << i) != 0;
-        }
-        return false;
+    /// @notice Signatures a result needs: a strict majority of a group of `members`.
+    function quorum(uint256 members) external pure returns (uint256) {
+        return members / 2 + 1;
     }
 
     function creditOf(address account, address token) external view returns (uint256) {
@@ -490,18 +566,15 @@ contract TaskMarket is EIP712, ReentrancyGuardTransient {
         return _tokenCredits[account][token];
     }
 
-    function reputationOf(address miner) external view returns (uint32 completed, uint32 failed, uint32 disputesLost) {
-        Account storage a = _accounts[miner];
-        return (a.completed, a.failed, a.disputesLost);
+    /// @notice Everything burned in `token` (address(0) = the native coin): held by this
+    /// contract for ever, paid to nobody.
+    function burnedOf(address token) external view returns (uint256) {
+        return _burned[token];
     }
 
-    /// @notice The EIP-712 digest every member signs for {submitResult}.
-    function resultDigest(uint256 taskId, bytes32 resultRoot, uint96[] calldata shares)
-        external
-        view
-        returns (bytes32)
-    {
-        return _resultDigest(taskId, resultRoot, shares);
+    /// @notice The EIP-712 digest a member signs for {submitResult}.
+    function resultDigest(uint256 taskId, bytes32 resultRoot) external view returns (bytes32) {
+        return _resultDigest(taskId, resultRoot);
     }
 
     // ---------------------------------------------------------------- internals
@@ -509,27 +582,34 @@ contract TaskMarket is EIP712, ReentrancyGuardTransient {
     function _checkParams(TaskParams calldata p) private view {
         if (p.reward == 0) revert TaskMarketInvalidReward(p.reward);
         if (p.slots == 0 || p.slots > MAX_SLOTS) revert TaskMarketInvalidSlots(p.slots);
-        if (p.claimWindow == 0) revert TaskMarketInvalidWindow("claimWindow", p.claimWindow);
-        if (p.workWindow == 0) revert TaskMarketInvalidWindow("workWindow", p.workWindow);
-        if (p.reviewWindow == 0) revert TaskMarketInvalidWindow("reviewWindow", p.reviewWindow);
-        if (p.arbitrationWindow == 0) revert TaskMarketInvalidWindow("arbitrationWindow", p.arbitrationWindow);
+        _checkWindow("claimWindow", p.claimWindow, MAX_CLAIM_WINDOW);
+        _checkWindow("workWindow", p.workWindow, MAX_WORK_WINDOW);
+        _checkWindow("reviewWindow", p.reviewWindow, MAX_REVIEW_WINDOW);
+        _checkWindow("arbitrationWindow", p.arbitrationWindow, MAX_ARBITRATION_WINDOW);
+        uint256 minimum = (uint256(p.reward) + MIN_BOND_DIVISOR * p.slots - 1) / (MIN_BOND_DIVISOR * p.slots);
+        if (p.bond < minimum) revert TaskMarketBondTooLow(p.bond, minimum);
         if (p.arbiter == address(0) || p.arbiter == msg.sender) revert TaskMarketInvalidArbiter(p.arbiter);
         uint256 latest = block.timestamp + p.claimWindow + p.workWindow + p.reviewWindow + p.arbitrationWindow;
         if (latest > type(uint32).max) revert TaskMarketBeyondTimeHorizon(latest);
     }
 
+    function _checkWindow(string memory name, uint32 value, uint32 maximum) private pure {
+        if (value == 0 || value > maximum) revert TaskMarketInvalidWindow(name, value);
+    }
+
     /// @dev The id of `token`, registering it on first use (the native coin is 0).
-    function _tokenIdFor(address token) private returns (uint40 tokenId) {
+    function _tokenIdFor(address token) private returns (uint16 tokenId) {
         if (token == address(0)) return 0;
         tokenId = _tokenIds[token];
         if (tokenId == 0) {
+            if (_tokenCount == type(uint16).max) revert TaskMarketTooManyTokens();
             tokenId = ++_tokenCount;
             _tokens[tokenId] = token;
             _tokenIds[token] = tokenId;
         }
     }
 
-    function _tokenOf(uint40 tokenId) private view returns (address) {
+    function _tokenOf(uint16 tokenId) private view returns (address) {
         return tokenId == 0 ? address(0) : _tokens[tokenId];
     }
 
@@ -572,122 +652,197 @@ contract TaskMarket is EIP712, ReentrancyGuardTransient {
         return t.claimDeadline + t.workWindow;
     }
 
-    function _resultDigest(uint256 taskId, bytes32 resultRoot, uint96[] calldata shares)
-        private
-        view
-        returns (bytes32)
-    {
-        bytes32 sharesHash = keccak256(abi.encodePacked(shares));
-        return _hashTypedDataV4(keccak256(abi.encode(RESULT_TYPEHASH, taskId, resultRoot, sharesHash)));
+    /// @dev `members` must be the whole group in slot order.
+    function _checkGroup(uint256 taskId, Task storage t, address[] calldata members) private view {
+        bytes32 h;
+        uint256 n = members.length;
+        for (uint256 i; i < n; ++i) {
+            h = _link(h, members[i]);
+        }
+        if (n != t.claimed || h != t.group) revert TaskMarketWrongGroup(taskId, n);
     }
 
-    /// @dev submitResult's checks and effects: RUNNING, inside the work window, called by the
-    /// leader, a non-zero root and a signed split. Returns the review deadline it set.
-    function _takeResult(uint256 taskId, bytes32 resultRoot, uint96[] calldata shares, bytes[] calldata signatures)
+    /// @dev keccak256(abi.encodePacked(h, member)), hashed in scratch space.
+    function _link(bytes32 h, address member) private pure returns (bytes32 out) {
+        assembly ("memory-safe") {
+            mstore(0x00, h)
+            mstore(0x20, shl(96, member))
+            out := keccak256(0x00, 0x34)
+        }
+    }
+
+    function _indexOf(address[] calldata members, address account) private pure returns (uint256 i) {
+        for (; i < members.length; ++i) {
+            if (members[i] == account) return i;
+        }
+    }
+
+    function _memberSlot(uint256 taskId, address[] calldata members) private view returns (uint256 slot) {
+        slot = _indexOf(members, msg.sender);
+        if (slot == members.length) revert TaskMarketNotMember(taskId, msg.sender);
+    }
+
+    /// @dev The signed (bits 0-31) and checked-in (bits 32-63) slots.
+    function _marksOf(uint256 taskId, Task storage t) private view returns (uint256) {
+        if (t.flags & FLAG_ALL_SIGNED != 0) return (uint256(1) << t.claimed) - 1;
+        return _marks[taskId];
+    }
+
+    /// @dev Whether a settled task still takes late check-ins and endorsements.
+    function _lateClaimsOpen(Task storage t) private view returns (bool) {
+        return t.state == State.Settled && t.flags & (FLAG_SWEPT | FLAG_ALL_SIGNED) == 0;
+    }
+
+    function _shareOf(Task storage t, uint256 slot) private view returns (uint256 share) {
+        uint256 reward = t.reward;
+        uint256 n = t.claimed;
+        share = reward / n;
+        if (slot == 0) share += reward - share * n;
+    }
+
+    function _popcount(uint256 x) private pure returns (uint256 count) {
+        for (; x != 0; x &= x - 1) {
+            ++count;
+        }
+    }
+
+    function _resultDigest(uint256 taskId, bytes32 resultRoot) private view returns (bytes32) {
+        return _hashTypedDataV4(keccak256(abi.encode(RESULT_TYPEHASH, taskId, resultRoot)));
+    }
+
+    /// @dev The slots that signed: the caller (who must be a member) and every non-empty
+    /// signature, each of which must recover to its member.
+    function _signers(uint256 taskId, bytes32 resultRoot, address[] calldata members, bytes[] calldata signatures)
         private
-        returns (uint32 reviewDeadline)
+        view
+        returns (uint32 signedSlots)
+    {
+        uint256 n = members.length;
+        if (signatures.length != n) revert TaskMarketLengthMismatch(taskId, n, signatures.length);
+        uint256 sender = _memberSlot(taskId, members);
+        bytes32 digest = _resultDigest(taskId, resultRoot);
+        uint256 bits = uint256(1) << sender;
+        for (uint256 i; i < n; ++i) {
+            if (i == sender || signatures[i].length == 0) continue;
+            (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecoverCalldata(digest, signatures[i]);
+            if (err != ECDSA.RecoverError.NoError || signer != members[i]) revert TaskMarketBadSignature(taskId, i);
+            bits |= uint256(1) << i;
+        }
+        // casting to 'uint32' is safe because n <= MAX_SLOTS
+        // forge-lint: disable-next-line(unsafe-typecast)
+        signedSlots = uint32(bits);
+    }
+
+    /// @dev submitResult's checks and effects: RUNNING, inside the work window, a non-zero root,
+    /// the whole group, and a strict majority of it signed. Returns the signers and the review deadline.
+    function _takeResult(uint256 taskId, bytes32 resultRoot, address[] calldata members, bytes[] calldata signatures)
+        private
+        returns (uint32 signedSlots, uint32 reviewDeadline)
     {
         Task storage t = _existing(taskId);
         State state = _effectiveState(t);
         if (state != State.Running) revert TaskMarketWrongState(taskId, state);
         uint32 workDeadline = _workDeadline(t);
         if (block.timestamp > workDeadline) revert TaskMarketDeadlinePassed(taskId, workDeadline);
-        if (msg.sender != _members[taskId][0].account) revert TaskMarketNotLeader(taskId, msg.sender);
         if (resultRoot == bytes32(0)) revert TaskMarketZeroResultRoot(taskId);
-        _recordShares(taskId, t, resultRoot, shares, signatures);
+        _checkGroup(taskId, t, members);
+        signedSlots = _signers(taskId, resultRoot, members, signatures);
+        uint256 count = _popcount(signedSlots);
+        uint256 needed = members.length / 2 + 1;
+        if (count < needed) revert TaskMarketNoQuorum(taskId, count, needed);
 
         reviewDeadline = uint32(block.timestamp + t.reviewWindow);
         t.state = State.Submitted;
         t.workDeadline = workDeadline;
         t.settleDeadline = reviewDeadline;
         t.resultRoot = resultRoot;
-    }
-
-    /// @dev Checks the split (one share per member, summing to the reward) and that member i
-    /// signed it, then stores each member's share for settlement.
-    function _recordShares(
-        uint256 taskId,
-        Task storage t,
-        bytes32 resultRoot,
-        uint96[] calldata shares,
-        bytes[] calldata signatures
-    ) private {
-        uint256 n = t.claimed;
-        if (shares.length != n || signatures.length != n) {
-            revert TaskMarketLengthMismatch(taskId, n, shares.length, signatures.length);
-        }
-        uint256 sum;
-        for (uint256 i; i < n; ++i) {
-            sum += shares[i];
-        }
-        if (sum != t.reward) revert TaskMarketBadShares(taskId, sum, t.reward);
-        bytes32 digest = _resultDigest(taskId, resultRoot, shares);
-        mapping(uint256 => Member) storage members = _members[taskId];
-        for (uint256 i; i < n; ++i) {
-            Member storage m = members[i];
-            (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecoverCalldata(digest, signatures[i]);
-            if (err != ECDSA.RecoverError.NoError || signer != m.account) revert TaskMarketBadSignature(taskId, i);
-            m.share = shares[i];
+        if (count == members.length) {
+            t.flags |= FLAG_ALL_SIGNED;
+        } else {
+            _marks[taskId] |= signedSlots;
         }
     }
 
-    /// @dev Miners win: each member gets its share plus its bond back and one more completed task.
-    function _payMiners(uint256 taskId, Task storage t) private {
+    /// @dev Settles a SUBMITTED or DISPUTED task. Miners win: each signer gets its share and bond,
+    /// each member that checked in (without signing) its bond. Client wins: the reward goes back,
+    /// the signers' bonds are burned, each member that checked in gets its bond. What the other
+    /// members could still claim waits for the settle deadline; past it, it is burned now.
+    function _settle(uint256 taskId, Task storage t, address[] calldata members, bool minersWin) private {
         t.state = State.Settled;
-        uint256 n = t.claimed;
+        if (minersWin) t.flags |= FLAG_MINERS_PAID;
+        emit TaskSettled(taskId, minersWin);
         address token = _tokenOf(t.tokenId);
+        uint256 marks = _marksOf(taskId, t);
         uint256 bond = t.bond;
-        mapping(uint256 => Member) storage members = _members[taskId];
+        uint256 n = members.length;
+        uint256 reward = t.reward;
+        uint256 share = reward / n;
+        uint256 burned;
         for (uint256 i; i < n; ++i) {
-            Member storage m = members[i];
-            address account = m.account;
-            uint256 amount = m.share + bond;
-            Account storage a = _accounts[account];
-            a.completed += 1;
-            if (token == address(0)) {
-                // casting to 'uint152' is safe because amount <= 2 * type(uint96).max
-                // forge-lint: disable-next-line(unsafe-typecast)
-                a.nativeCredit += uint152(amount);
-            } else {
-                _tokenCredits[account][token] += amount;
+            uint256 amount;
+            if (marks & (uint256(1) << i) != 0) {
+                if (minersWin) amount = (i == 0 ? reward - share * (n - 1) : share) + bond;
+                else burned += bond;
+            } else if (marks & (uint256(1) << (32 + i)) != 0) {
+                amount = bond;
             }
+            _pay(token, members[i], amount);
         }
+        _burn(taskId, token, burned);
+        if (!minersWin) _pay(token, t.client, reward);
+        if (t.flags & FLAG_ALL_SIGNED == 0 && block.timestamp > t.settleDeadline) _burnUnclaimed(taskId, t, marks);
     }
 
-    /// @dev Client wins (lost dispute or missed work deadline): the reward and the bond of every
-    /// member outside `spared` (slot bits: those who checked in before an expiry; none after a
-    /// lost dispute) go to the client; members in `spared` get their own bond back.
-    function _payClient(uint256 taskId, Task storage t, State terminal, uint256 spared)
-        private
-        returns (uint256 slashed)
-    {
-        t.state = terminal;
+    /// @dev Burns what the members that neither signed nor checked in left (their bonds), and,
+    /// when the miners won, the shares nobody endorsed.
+    function _burnUnclaimed(uint256 taskId, Task storage t, uint256 marks) private {
+        t.flags |= FLAG_SWEPT;
+        bool minersWon = t.flags & FLAG_MINERS_PAID != 0;
         uint256 n = t.claimed;
-        address token = _tokenOf(t.tokenId);
-        uint256 bond = t.bond;
-        mapping(uint256 => Member) storage members = _members[taskId];
+        uint256 burned;
         for (uint256 i; i < n; ++i) {
-            address account = members[i].account;
-            Account storage a = _accounts[account];
-            if (terminal == State.Expired) {
-                a.failed += 1;
-            } else {
-                a.disputesLost += 1;
+            if (marks & (uint256(1) << i) != 0) continue; // signed: settled already
+            if (minersWon) burned += _shareOf(t, i);
+            if (marks & (uint256(1) << (32 + i)) == 0) burned += t.bond;
+        }
+        _burn(taskId, _tokenOf(t.tokenId), burned);
+    }
+
+    function _burn(uint256 taskId, address token, uint256 amount) private {
+        if (amount == 0) return;
+        _burned[token] += amount;
+        emit Burned(taskId, token, amount);
+    }
+
+    /// @dev Pushes `amount` to `to`; a transfer that fails (a reverting or greedy recipient, a
+    /// token that blocks it) becomes a credit for {withdraw} instead.
+    function _pay(address token, address to, uint256 amount) private {
+        if (amount == 0) return;
+        bool ok;
+        if (token == address(0)) {
+            assembly ("memory-safe") {
+                ok := call(PUSH_GAS, to, amount, 0, 0, 0, 0)
             }
-            if (spared & (uint256(1) << i) != 0) {
-                _credit(account, token, bond);
-            } else {
-                slashed += bond;
+        } else {
+            bytes memory data = abi.encodeCall(IERC20.transfer, (to, amount));
+            assembly ("memory-safe") {
+                ok := call(TOKEN_PUSH_GAS, token, 0, add(data, 0x20), mload(data), 0, 0x20)
+                // A token that returns nothing is fine; one that returns a value must return true.
+                if and(ok, gt(returndatasize(), 0)) { ok := eq(mload(0), 1) }
+                if and(ok, iszero(returndatasize())) { ok := gt(extcodesize(token), 0) }
             }
         }
-        _credit(t.client, token, uint256(t.reward) + slashed);
+        if (!ok) {
+            _credit(to, token, amount);
+            emit PaymentDeferred(to, token, amount);
+        }
     }
 
     function _credit(address account, address token, uint256 amount) private {
         if (token == address(0)) {
-            // casting to 'uint152' is safe because amount <= 33 * type(uint96).max (reward + 32 bonds)
+            // casting to 'uint248' is safe because amount <= 33 * type(uint96).max (reward + 32 bonds)
             // forge-lint: disable-next-line(unsafe-typecast)
-            _accounts[account].nativeCredit += uint152(amount);
+            _accounts[account].nativeCredit += uint248(amount);
         } else {
             _tokenCredits[account][token] += amount;
         }

@@ -24,6 +24,11 @@ supernet the spec names), and a constraint below it can never be met: claiming w
 forfeit the bond. A latency limit is refused too (this miner's job runner has no device
 latency tables), and so is a spec the job runner cannot train (a stereo task on a dataset
 that is not a stereo one, or the other way round).
+
+The market terms are checked before anything is fetched: the task's arbiter must be on the
+operator's allowlist (``policy.arbiters``; a client's own arbiter could rule every bond
+away), its review window long enough for the daemon to endorse or check in when a result
+leaves it out (``policy.min_review_window_s``), and the bonds in proportion to the reward.
 """
 
 from __future__ import annotations
@@ -145,6 +150,24 @@ def _check_event(
         return _refuse(f"token_not_accepted: {token}")
     if policy.max_bond_wei is not None and task.bond_wei > policy.max_bond_wei:
         return _refuse(f"bond_too_high: {task.bond_wei} > {policy.max_bond_wei} wei")
+    return _check_terms(task, policy)
+
+
+def _check_terms(task: TaskPosted, policy: PolicySettings) -> Decision | None:
+    """The market terms that protect this miner's bond from the other parties: an arbiter it
+    trusts, a review window long enough to answer a result it was left out of, and a bond in
+    proportion to its share."""
+    trusted = {a.lower() for a in policy.arbiters}
+    if task.arbiter.lower() not in trusted:
+        why = "no arbiter allowlist configured (policy.arbiters)" if not trusted \
+            else "not in policy.arbiters"
+        return _refuse(f"arbiter_not_trusted: {task.arbiter} ({why})")
+    if task.review_window_s < policy.min_review_window_s:
+        return _refuse(f"review_window_too_short: {task.review_window_s} s < "
+                       f"{policy.min_review_window_s} s")
+    if task.bond_wei * task.slots > task.reward_wei * policy.max_bond_share:
+        return _refuse(f"bond_out_of_proportion: {task.slots} x {task.bond_wei} wei > "
+                       f"{policy.max_bond_share} x reward {task.reward_wei} wei")
     return None
 
 

@@ -90,7 +90,8 @@ async def connect(settings: MinerSettings, account: LocalAccount) -> AsyncIterat
         sender = await TxSender.create(rpc, account, SenderConfig(
             gas_cap=settings.tx.gas_cap, receipt_timeout_s=settings.tx.receipt_timeout_s,
             poll_interval_s=settings.tx.poll_interval_s))
-        market = await TaskMarket.create(rpc, deployment.task_market, sender)
+        market = await TaskMarket.create(rpc, deployment.task_market, sender,
+                                         start_block=deployment.start_block)
         yield Connection(rpc, market, deployment)
     finally:
         await rpc.close()

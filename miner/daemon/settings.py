@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from node.chain.models import checksum_address
 from node.config import (
     ChainSettings,
     IdentitySettings,
@@ -71,6 +72,21 @@ class PolicySettings(_Section):
     tokens: tuple[str, ...] = ()  # accepted reward tokens; empty = any (zero address = native)
     time_margin: float = Field(1.5, ge=1.0)  # estimated time × margin must fit the work window
     min_claim_time_left_s: int = Field(5, ge=0)
+    # The arbiters this miner trusts to rule on a dispute of its work; a task naming any other
+    # is refused. Empty (the default) trusts none: a client's own arbiter could take every
+    # bond of the group, so the operator must choose.
+    arbiters: tuple[str, ...] = ()
+    # A member left out of a submitted result has until the end of the review window to endorse
+    # it or check in; a shorter window than this leaves the daemon no time to do so.
+    min_review_window_s: int = Field(60, ge=0)
+    # Bond × slots × this must not exceed the reward: the bond at risk stays in proportion to
+    # what the miner can earn (the contract's own floor is reward / (10 × slots)).
+    max_bond_share: float = Field(1.0, gt=0)
+
+    @field_validator("arbiters")
+    @classmethod
+    def _addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(checksum_address(a) for a in value)
 
 
 class CapacitySettings(_Section):

@@ -6,26 +6,30 @@ task per poll, each step idempotent:
 - **leader** — :meth:`ResultFlow.publish` (called by the training side once the artifacts
   are stored): check the manifest against the chain, store it, sign it; phase ``signing``.
   Then each poll collects the members' signatures from their ``/tasks/{id}/signature``
-  (each checked by recovering its signer) and, once all are in and the work deadline has
-  not passed, submits (intent record ``submit``). Past the deadline it refuses to send a
-  transaction that must revert, and says so.
+  (each checked by recovering its signer) and submits (intent record ``submit``) once every
+  member signed, or once a strict majority signed and the others had ``quorum_wait_s`` (or
+  the work window is in its last tenth): one member that never signs cannot hold the group
+  hostage. Past the deadline it refuses to send a transaction that must revert, and says so.
 - **member** — while its task trains, poll the leader's ``/tasks/{id}/manifest``; when it
-  appears, check it (task, spec hash, group and order, shares = reward), download the
-  weights and architecture artifacts (hash-checked, so this member serves them too), sign;
-  phase ``signing``. ``ResultSubmitted`` then moves it to ``submitted``.
+  appears, check it (task, spec hash, group and order, its own share under the contract's
+  split rule), download the weights and architecture artifacts (hash-checked, so this member
+  serves them too), sign; phase ``signing``. ``ResultSubmitted`` then moves it to
+  ``submitted``. A result that went on chain without this member's signature is answered
+  before the settle deadline: ``endorse`` when this member signed the same root (share and
+  bond), else ``check_in`` (bond only), so a majority that leaves it out gains nothing.
 - **every member of a running group** — in the last :data:`CHECK_IN_SHARE` of the work
-  window, with no result submitted yet: check in on chain (intent ``check_in``), so that if
-  the task expires (a member vanished, the group could not finish) this member's bond comes
-  back to it (unless every member checked in); after ``TaskExpired`` the daemon withdraws
-  it (intent ``reclaim``; the task stays ``failed``).
+  window, with no result submitted yet: check in on chain (intent ``check_in``), committing to
+  evidence of its work (its newest checkpoint's hash), so that if the task expires this
+  member's bond comes back to it; the contract pushes it inside ``expire`` (intent
+  ``reclaim`` withdraws it only if that transfer failed and left a credit).
 - **everyone** — ``submitted`` past the review deadline with a silent client (or, once
   disputed, past the arbitration deadline with a silent arbiter): finalize
-  (intent ``finalize``; a revert because someone else did it first costs nothing). After
-  ``TaskSettled``: withdraw the credit in the task's token (intent ``withdraw``); phase
-  ``withdrawn``.
+  (intent ``finalize``; a revert because someone else did it first costs nothing). The
+  contract pushes the payouts inside the settling transaction; after ``TaskSettled`` a
+  credit left by a failed transfer is withdrawn (intent ``withdraw``); phase ``withdrawn``.
 
-Intent records of ``submit``/``finalize``/``withdraw``/``check_in``/``reclaim`` left open by a
-crash are reconciled by :meth:`ResultFlow.recover` (the chain says whether the effect
+Intent records of ``submit``/``finalize``/``withdraw``/``check_in``/``endorse``/``reclaim``
+left open by a crash are reconciled by :meth:`ResultFlow.recover` (the chain says whether the effect
 happened).
 """
 
@@ -33,9 +37,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+from eth_utils.crypto import keccak
 
 from miner.daemon.artifacts import ArtifactStore
 from miner.daemon.crashpoints import crash_point
@@ -53,7 +60,7 @@ from miner.daemon.store import (
 )
 from node.chain.errors import ChainError, ContractRevert
 from node.chain.market import TaskMarket
-from node.chain.models import TaskState, TaskView, TxReceipt
+from node.chain.models import TaskState, TaskView, TxReceipt, quorum
 from node.documents.manifest import ResultManifest
 
 logger = logging.getLogger(__name__)
@@ -84,6 +91,9 @@ class ResultDeps:
     peers: PeerClient
     sign: ResultSigner
     endpoint: str  # this miner's public URL (the result URI points at its manifest)
+    # How long the leader waits for every signature once a strict majority signed, before it
+    # submits with the majority alone (the others get no share).
+    quorum_wait_s: float = 120.0
 
 
 class ResultFlow:
@@ -123,7 +133,7 @@ class ResultFlow:
 
     async def _sign_and_store(self, record: TaskRecord, manifest: ResultManifest) -> str:
         root = manifest.result_root()
-        signature = self._d.sign(record.task_id, root, manifest.shares_wei)
+        signature = self._d.sign(record.task_id, root)
         await self._db(self._store.set_manifest, record.task_id, manifest.canonical(), root)
         await self._db(self._store.add_signature, record.task_id, root, self.address, signature)
         await self._db(self._store.set_phase, record.task_id, TaskPhase.SIGNING, "")
@@ -133,10 +143,8 @@ class ResultFlow:
 
     async def _collect_and_submit(self, record: TaskRecord, view: TaskView, now: int) -> None:
         task_id, root = record.task_id, record.result_root
-        raw = await self._db(self._store.manifest, task_id)
-        if root is None or raw is None:
+        if root is None or await self._db(self._store.manifest, task_id) is None:
             return
-        manifest = ResultManifest.model_validate_json(raw)
         signed = {k.lower(): v for k, v in (await self._db(self._store.signatures, task_id,
                                                            root)).items()}
         for member in record.group[1:]:
@@ -150,24 +158,39 @@ class ResultFlow:
                                member, exc)
                 continue
             if signature is not None and check_signature(
-                    signature, member, result_root=root, shares_wei=manifest.shares_wei,
-                    **self._signed_params(task_id)):
+                    signature, member, result_root=root, **self._signed_params(task_id)):
                 await self._db(self._store.add_signature, task_id, root, member, signature)
                 signed[member.lower()] = signature
-        if len(signed) < len(record.group):
+        if not self._submit_due(record, len(signed), view, now):
             return
         if now > view.work_deadline:
             await self._db(self._store.set_phase, task_id, TaskPhase.FAILED,
                            f"work deadline {view.work_deadline} passed; not submitting")
             return
-        ordered = [signed[m.lower()] for m in record.group]
+        by_member = {m: signed[m.lower()] for m in record.group if m.lower() in signed}
         uri = f"{self._d.endpoint}/tasks/{task_id}/manifest"
         await self._db(self._store.set_phase, task_id, TaskPhase.SUBMITTING, "")
         receipt = await self._send_once("submit", task_id, lambda: self._market.submit_result(
-            task_id, root, uri, manifest.shares_wei, ordered))
+            task_id, root, uri, by_member))
         if receipt is not None:
             await self._db(self._store.set_phase, task_id, TaskPhase.SUBMITTED, "")
             crash_point("result.submitted")
+
+    def _submit_due(self, record: TaskRecord, signed: int, view: TaskView, now: int) -> bool:
+        """Every member signed; or a strict majority did and the others had
+        ``quorum_wait_s`` to sign (or the work window is in its last tenth): one member
+        that never signs cannot hold the group hostage, and gets no share."""
+        members = len(record.group)
+        if signed >= members:
+            return True
+        if signed < quorum(members):
+            return False
+        waited = time.time() - record.updated_at >= self._d.quorum_wait_s
+        if waited or self._in_last_tenth(view, now):
+            logger.warning("submitting with a quorum task=%d signed=%d members=%d",
+                           record.task_id, signed, members)
+            return True
+        return False
 
     # ---- member ------------------------------------------------------------------------------
 
@@ -205,6 +228,32 @@ class ResultFlow:
             except ContractRevert as exc:
                 logger.info("finalize not needed task=%d reason=%s", record.task_id, exc)
 
+    async def _answer_left_out(self, record: TaskRecord, view: TaskView, now: int) -> None:
+        """A result went on chain without this member's signature (a quorum submitted without
+        waiting for it, or left it out on purpose): until the settle deadline, endorse it if
+        this member signed the same root (its share and bond), else check in (its bond)."""
+        if record.slot is None or view.signed(record.slot) or now > view.settle_deadline:
+            return
+        if view.state is TaskState.SETTLED and not view.miners_paid:
+            endorsable = False
+        else:
+            endorsable = record.result_root is not None and \
+                record.result_root.lower() == "0x" + view.result_root.hex()
+        task_id = record.task_id
+        try:
+            if endorsable:
+                await self._send_once("endorse", task_id, lambda: self._market.endorse(task_id))
+                logger.warning("result submitted without our signature; endorsed task=%d",
+                               task_id)
+            elif not view.present(record.slot):
+                evidence = await self._evidence(record)
+                await self._send_once("check_in", task_id,
+                                      lambda: self._market.check_in(task_id, evidence))
+                logger.warning("result submitted without our signature; checked in task=%d",
+                               task_id)
+        except ContractRevert as exc:
+            logger.warning("left-out answer refused task=%d reason=%s", task_id, exc)
+
     async def _withdraw(self, record: TaskRecord, view: TaskView) -> None:
         if await self._market.credit_of(self.address, view.token) > 0:
             await self._send_once("withdraw", record.task_id,
@@ -212,10 +261,22 @@ class ResultFlow:
         await self._db(self._store.set_phase, record.task_id, TaskPhase.WITHDRAWN, "")
 
     @staticmethod
-    def _check_in_due(view: TaskView, now: int) -> bool:
+    def _in_last_tenth(view: TaskView, now: int) -> bool:
         """In the last :data:`CHECK_IN_SHARE` of a running task's work window."""
         opens = view.work_deadline - max(1, int(view.work_window_s * CHECK_IN_SHARE))
         return view.state is TaskState.RUNNING and opens <= now <= view.work_deadline
+
+    async def _evidence(self, record: TaskRecord) -> bytes:
+        """What a check-in commits to: the newest training checkpoint's sha256 if the job
+        wrote one, else the signed result root, else a hash of this member's presence (task,
+        address, phase, time of its last change), never zero."""
+        checkpoint = await self._db(self._store.latest_checkpoint, record.task_id)
+        if checkpoint is not None:
+            return bytes.fromhex(checkpoint.sha256.removeprefix("0x"))
+        if record.result_root is not None:
+            return bytes.fromhex(record.result_root.removeprefix("0x"))
+        text = f"{record.task_id}:{self.address}:{record.phase.value}:{record.updated_at}"
+        return keccak(text=text)
 
     async def _check_in(self, task_id: int, view: TaskView) -> None:
         """Check in once (the step's ``view`` says it is due), unless this poll's step moved
@@ -228,9 +289,10 @@ class ResultFlow:
             return  # sent, mined or refused before; an abandoned one (a crash) is re-sent
         if await self._market.is_checked_in(task_id, self.address):
             return
+        evidence = await self._evidence(record)
         try:
             receipt = await self._send_once("check_in", task_id,
-                                            lambda: self._market.check_in(task_id))
+                                            lambda: self._market.check_in(task_id, evidence))
         except ContractRevert as exc:
             logger.warning("check-in refused task=%d reason=%s", task_id, exc)
             return
@@ -265,12 +327,14 @@ class ResultFlow:
                     and record.role == "leader":
                 await self._collect_and_submit(record, view, now)
             elif record.phase is TaskPhase.SUBMITTED:
+                await self._answer_left_out(record, view, now)
                 await self._finalize(record, view, now)
             elif record.phase is TaskPhase.SETTLED:
+                await self._answer_left_out(record, view, now)
                 await self._withdraw(record, view)
         except (PeerError, ResultRefused) as exc:
             logger.warning("result step postponed task=%d error=%s", record.task_id, exc)
-        if record.phase in UNSUBMITTED_PHASES and self._check_in_due(view, now):
+        if record.phase in UNSUBMITTED_PHASES and self._in_last_tenth(view, now):
             await self._check_in(record.task_id, view)
 
     # ---- recovery ----------------------------------------------------------------------------
@@ -285,6 +349,9 @@ class ResultFlow:
             return await self._market.credit_of(self.address, view.token) == 0
         if record.purpose == "check_in":
             return await self._market.is_checked_in(record.task_id, self.address)
+        if record.purpose == "endorse":
+            slot = await self._market.slot_of(record.task_id, self.address)
+            return slot is not None and view.signed(slot)
         raise ChainError(f"no reconciliation for purpose {record.purpose!r}")
 
     async def recover(self, record: TxRecord, own_tx_pending: bool) -> Resolution:

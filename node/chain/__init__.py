@@ -27,6 +27,7 @@ Typical use::
 
     pool = await RpcPool.create(RpcConfig(urls=("http://127.0.0.1:8545",), chain_id=31337))
     sender = await TxSender.create(pool, account)
-    market = await TaskMarket.create(pool, deployment.task_market, sender)
+    market = await TaskMarket.create(pool, deployment.task_market, sender,
+                                    start_block=deployment.start_block)
     posted = await market.post_task(params, spec_uri)
 """

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from eth_account.signers.local import LocalAccount
 
 from node.chain.codec import ContractCodec
-from node.chain.errors import ContractRevert, DeploymentError
+from node.chain.errors import ChainError, ContractRevert, DeploymentError
 from node.chain.models import (
     EVENT_MODELS,
     ZERO_ADDRESS,
@@ -50,8 +50,10 @@ from node.chain.models import (
     TxReceipt,
     Withdrawn,
     checksum_address,
+    group_hash,
     hash32,
 )
+from node.chain.reputation import weigh_reputation
 from node.chain.revert import RevertTable, build_revert_table
 from node.chain.rpc import RpcPool
 from node.chain.sender import TxSender
@@ -97,6 +99,14 @@ def market_revert_table(abis: MarketAbis) -> RevertTable:
     )
 
 
+class GroupUnavailableError(ChainError):
+    """The events read so far do not match what the contract holds (the group's
+    ``TaskClaimed`` events, or the ``TaskPosted`` with the spec hash): the node's logs lag
+    behind its state, or were pruned; try again."""
+
+    template = "task {task_id}: events not readable from the logs ({found} of {claimed} claims)"
+
+
 def _task_id(task_id: int) -> int:
     if isinstance(task_id, bool) or not isinstance(task_id, int) or task_id < 0:
         raise ValueError(f"task id must be a non-negative int, got {task_id!r}")
@@ -107,10 +117,13 @@ class TaskMarket:
     """The TaskMarket contract at one address (see the module docstring)."""
 
     def __init__(
-        self, rpc: RpcPool, address: str, abis: MarketAbis, sender: TxSender | None = None
+        self, rpc: RpcPool, address: str, abis: MarketAbis, sender: TxSender | None = None,
+        start_block: int = 0,
     ) -> None:
         self._rpc = rpc
         self.address = checksum_address(address)
+        self.start_block = start_block  # where event scans begin (the deployment's block)
+        self._spec_hashes: dict[int, bytes] = {}
         self._abis = abis
         self._codec = ContractCodec("TaskMarket", abis.market)
         self._table = market_revert_table(abis)
@@ -125,9 +138,10 @@ class TaskMarket:
         address: str,
         sender: TxSender | None = None,
         abis: MarketAbis | None = None,
+        start_block: int = 0,
     ) -> TaskMarket:
         """The facade, after checking that there is contract code at ``address``."""
-        market = cls(rpc, address, abis or MarketAbis.from_artifacts(), sender)
+        market = cls(rpc, address, abis or MarketAbis.from_artifacts(), sender, start_block)
         if not await rpc.get_code(market.address):
             raise DeploymentError(path=market.address, reason="no contract code at this address")
         await market.check_domain()
@@ -147,18 +161,14 @@ class TaskMarket:
                 reason=f"EIP-712 domain {(name, version, chain_id, verifying)} != {expected}",
             )
 
-    def sign_result(
-        self, account: LocalAccount, task_id: int, result_root: bytes | str,
-        shares_wei: Sequence[int],
-    ) -> bytes:
+    def sign_result(self, account: LocalAccount, task_id: int, result_root: bytes | str) -> bytes:
         """This member's EIP-712 signature of a result, for this chain and this contract."""
-        return sign_result(
-            account, self._rpc.chain_id, self.address, _task_id(task_id), result_root, shares_wei
-        )
+        return sign_result(account, self._rpc.chain_id, self.address, _task_id(task_id),
+                           result_root)
 
     def with_sender(self, sender: TxSender) -> TaskMarket:
         """The same market, sending from ``sender``'s account."""
-        return TaskMarket(self._rpc, self.address, self._abis, sender)
+        return TaskMarket(self._rpc, self.address, self._abis, sender, self.start_block)
 
     @property
     def codec(self) -> ContractCodec:
@@ -233,54 +243,78 @@ class TaskMarket:
         return PostedTask(posted[0].task_id, receipt)
 
     async def claim(self, task_id: int, gas_cap: int | None = None) -> TxReceipt:
-        """Take the next slot of an OPEN task, paying the bond (approved first for ERC-20)."""
+        """Take the next slot of an OPEN task, paying the bond (approved first for ERC-20);
+        the current group goes with it (the contract checks it against its hash chain)."""
         task = await self.get_task(_task_id(task_id))
+        group = await self.members_of(task_id, task)
         if not task.is_native and task.bond_wei > 0:
-            data = self._codec.encode_call("claim", task_id)
+            data = self._codec.encode_call("claim", task_id, group)
             await self._prepare_deposit("claim", data, task.token, task.bond_wei)
         value = task.bond_wei if task.is_native else 0
-        return await self._send("claim", task_id, value_wei=value, gas_cap=gas_cap)
+        return await self._send("claim", task_id, group, value_wei=value, gas_cap=gas_cap)
 
     async def submit_result(
         self,
         task_id: int,
         result_root: bytes | str,
         result_uri: str,
-        shares_wei: Sequence[int],
-        signatures: Sequence[bytes],
+        signatures: Mapping[str, bytes],
         gas_cap: int | None = None,
     ) -> TxReceipt:
-        """Leader only: the result hash with every member's EIP-712 signature (slot order)."""
+        """Any member: the result hash with the EIP-712 signatures of a strict majority of the
+        group (``{member: signature}``; this account's own is implied by sending)."""
+        group = await self.members_of(task_id)
+        by_member = {checksum_address(k): bytes(v) for k, v in signatures.items()}
+        ordered = [b"" if m == self.sender.address else by_member.get(m, b"") for m in group]
         return await self._send(
-            "submitResult", _task_id(task_id), hash32(result_root), result_uri,
-            [int(s) for s in shares_wei], [bytes(s) for s in signatures], gas_cap=gas_cap,
+            "submitResult", _task_id(task_id), hash32(result_root), result_uri, group, ordered,
+            gas_cap=gas_cap,
         )
 
+    async def _with_group(self, name: str, task_id: int) -> TxReceipt:
+        """Send ``name(taskId, group)``: the calls that settle money take the whole group."""
+        group = await self.members_of(_task_id(task_id))
+        return await self._send(name, task_id, group)
+
     async def accept(self, task_id: int) -> TxReceipt:
-        return await self._send("accept", _task_id(task_id))
+        """The client accepts: signers are paid their share and bond inside this transaction."""
+        return await self._with_group("accept", task_id)
 
     async def finalize(self, task_id: int) -> TxReceipt:
-        return await self._send("finalize", _task_id(task_id))
+        return await self._with_group("finalize", task_id)
 
     async def dispute(self, task_id: int, reason_hash: bytes | str) -> TxReceipt:
         return await self._send("dispute", _task_id(task_id), hash32(reason_hash))
 
     async def resolve(self, task_id: int, miners_win: bool) -> TxReceipt:
-        return await self._send("resolve", _task_id(task_id), bool(miners_win))
+        group = await self.members_of(_task_id(task_id))
+        return await self._send("resolve", task_id, bool(miners_win), group)
 
     async def expire(self, task_id: int) -> TxReceipt:
-        return await self._send("expire", _task_id(task_id))
+        return await self._with_group("expire", task_id)
 
-    async def check_in(self, task_id: int) -> TxReceipt:
-        """As a member of a RUNNING group, inside the work window: if the task expires, this
-        member's bond comes back (``TaskMarketNotMember``, ``TaskMarketAlreadyCheckedIn``)."""
-        return await self._send("checkIn", _task_id(task_id))
+    async def check_in(self, task_id: int, evidence: bytes | str) -> TxReceipt:
+        """As a member, commit to ``evidence`` of work (a checkpoint's or progress root's hash):
+        while RUNNING this keeps the bond if the task expires; a member left out of a submitted
+        result keeps its bond by checking in before the settle deadline
+        (``TaskMarketNotMember``, ``TaskMarketAlreadyCheckedIn``, ``TaskMarketNoEvidence``)."""
+        group = await self.members_of(_task_id(task_id))
+        return await self._send("checkIn", task_id, group, hash32(evidence))
+
+    async def endorse(self, task_id: int) -> TxReceipt:
+        """As a member left out of a submitted result: sign it late (share and bond)."""
+        return await self._with_group("endorse", task_id)
+
+    async def sweep(self, task_id: int) -> TxReceipt:
+        """After the settle deadline: burn what members left out of the result did not claim."""
+        return await self._with_group("sweep", task_id)
 
     async def cancel(self, task_id: int) -> TxReceipt:
         return await self._send("cancel", _task_id(task_id))
 
     async def withdraw(self, token: str = ZERO_ADDRESS) -> TxReceipt:
-        """Pull this account's credit in ``token`` (zero address = native coin)."""
+        """Pull this account's credit in ``token`` (zero address = native coin): what a payout
+        that could not be pushed left behind."""
         return await self._send("withdraw", checksum_address(token))
 
     # ---- views -----------------------------------------------------------------------------
@@ -289,34 +323,69 @@ class TaskMarket:
         return int((await self._view("taskCount"))[0])
 
     async def get_task(self, task_id: int) -> TaskView:
-        """The task as the contract sees it now (raises ``TaskMarketUnknownTask``)."""
+        """The task as the contract sees it now (raises ``TaskMarketUnknownTask``), with the
+        spec hash from its ``TaskPosted`` event (the contract does not store it)."""
         (raw,) = await self._view("getTask", _task_id(task_id))
-        view: TaskView = TaskView.from_abi(raw)
+        view: TaskView = TaskView.from_abi(raw, spec_hash=await self.spec_hash_of(task_id))
         return view
+
+    async def spec_hash_of(self, task_id: int) -> bytes:
+        """The spec hash a task was posted with (read once from its ``TaskPosted`` event)."""
+        cached = self._spec_hashes.get(task_id)
+        if cached is None:
+            posted = await self.get_task_posted(self.start_block, "latest", _task_id(task_id))
+            if not posted:
+                raise GroupUnavailableError(task_id=task_id, found=0, claimed=0)
+            cached = self._spec_hashes[task_id] = posted[-1].spec_hash
+        return cached
 
     async def state_of(self, task_id: int) -> TaskState:
         return TaskState(int((await self._view("stateOf", _task_id(task_id)))[0]))
 
-    async def members_of(self, task_id: int) -> list[str]:
-        return list((await self._view("membersOf", _task_id(task_id)))[0])
+    async def members_of(self, task_id: int, view: TaskView | None = None) -> list[str]:
+        """The group in slot order, read from the ``TaskClaimed`` events and checked against
+        the contract's hash chain (:class:`GroupUnavailableError` while the logs lag behind)."""
+        view = view or await self.get_task(_task_id(task_id))
+        claims = await self.get_task_claimed(self.start_block, "latest", task_id)
+        by_slot = {c.slot: c.miner for c in claims}
+        group = [by_slot[i] for i in range(view.claimed) if i in by_slot]
+        if len(group) != view.claimed or group_hash(group) != view.group:
+            raise GroupUnavailableError(task_id=task_id, found=len(group), claimed=view.claimed)
+        return group
+
+    async def slot_of(self, task_id: int, miner: str) -> int | None:
+        """``miner``'s slot in the task's group, or None."""
+        group = await self.members_of(task_id)
+        account = checksum_address(miner)
+        return group.index(account) if account in group else None
 
     async def is_checked_in(self, task_id: int, miner: str) -> bool:
-        return bool((await self._view("isCheckedIn", _task_id(task_id),
-                                      checksum_address(miner)))[0])
+        view = await self.get_task(_task_id(task_id))
+        group = await self.members_of(task_id, view)
+        account = checksum_address(miner)
+        return account in group and view.present(group.index(account))
+
+    async def is_registered(self, miner: str) -> bool:
+        return bool((await self._view("isRegistered", checksum_address(miner)))[0])
 
     async def credit_of(self, account: str, token: str = ZERO_ADDRESS) -> int:
         args = (checksum_address(account), checksum_address(token))
         return int((await self._view("creditOf", *args))[0])
 
-    async def reputation_of(self, miner: str) -> Reputation:
-        completed, failed, lost = await self._view("reputationOf", checksum_address(miner))
-        return Reputation(completed=completed, failed=failed, disputes_lost=lost)
+    async def burned_of(self, token: str = ZERO_ADDRESS) -> int:
+        return int((await self._view("burnedOf", checksum_address(token)))[0])
 
-    async def result_digest(
-        self, task_id: int, result_root: bytes | str, shares_wei: Sequence[int]
-    ) -> bytes:
+    async def reputation_of(self, miner: str, min_reward_wei: int = 0) -> Reputation:
+        """``miner``'s record weighed from the events (:func:`weigh_reputation`): the contract
+        keeps none, so that tiny tasks cannot inflate it."""
+        account = checksum_address(miner)
+        claims = await self.get_events(TaskClaimed, self.start_block, "latest", None, account)
+        outcomes = [(claim.slot, await self.get_task(claim.task_id)) for claim in claims]
+        return weigh_reputation(outcomes, min_reward_wei)
+
+    async def result_digest(self, task_id: int, result_root: bytes | str) -> bytes:
         """The contract's own EIP-712 digest (to cross-check :mod:`node.chain.signing`)."""
-        args = (_task_id(task_id), hash32(result_root), [int(s) for s in shares_wei])
+        args = (_task_id(task_id), hash32(result_root))
         return bytes((await self._view("resultDigest", *args))[0])
 
     # ---- events ----------------------------------------------------------------------------

@@ -132,7 +132,7 @@ class _FromAbi(_Frozen):
 
     renames: ClassVar[Mapping[str, str]] = {
         "reward": "reward_wei", "bond": "bond_wei", "amount": "amount_wei",
-        "shares": "shares_wei", "workWindow": "work_window_s",
+        "shares": "shares_wei", "workWindow": "work_window_s", "burned": "burned_wei",
         "reviewWindow": "review_window_s", "arbitrationWindow": "arbitration_window_s",
     }
 
@@ -163,18 +163,63 @@ class TaskView(_FromAbi):
     arbitration_window_s: int
     spec_hash: Hash32
     result_root: Hash32
+    group: Hash32 = bytes(32)  # the members' hash chain (:func:`group_hash`)
+    miners_paid: bool = False
+    signed_slots: int = 0  # bit i: slot i signed the result
+    present_slots: int = 0  # bit i: slot i checked in
 
     @property
     def is_native(self) -> bool:
         return self.token == ZERO_ADDRESS
 
+    def signed(self, slot: int) -> bool:
+        return bool(self.signed_slots >> slot & 1)
+
+    def present(self, slot: int) -> bool:
+        return bool(self.present_slots >> slot & 1)
+
+    def share_wei(self, slot: int) -> int:
+        """Slot ``slot``'s share of the reward under the contract's split rule (equal shares
+        over the claimed slots, the rounding remainder to slot 0)."""
+        return split_reward(self.reward_wei, self.claimed)[slot]
+
+
+def split_reward(reward_wei: int, members: int) -> list[int]:
+    """The contract's split rule, fixed when the task is posted: equal shares over the
+    group's slots, slot 0 taking the rounding remainder."""
+    if members < 1:
+        return []
+    each = reward_wei // members
+    shares = [each] * members
+    shares[0] += reward_wei - each * members
+    return shares
+
+
+def quorum(members: int) -> int:
+    """Signatures a result needs: a strict majority of the group."""
+    return members // 2 + 1
+
+
+def group_hash(members: list[str] | tuple[str, ...]) -> bytes:
+    """The contract's hash chain of a group in slot order (``keccak(h ‖ member)`` per slot)."""
+    from eth_utils.crypto import keccak
+
+    h = bytes(32)
+    for member in members:
+        h = keccak(h + bytes.fromhex(checksum_address(member)[2:]))
+    return h
+
 
 class Reputation(_Frozen):
-    """A miner's on-chain counters."""
+    """A miner's record, weighed from the chain's events by the indexer (the contract keeps
+    none): tasks and value it was paid for, by distinct clients, and its failures. A task
+    counts only when its reward reaches the weigher's minimum, so 1-wei tasks add nothing."""
 
-    completed: int
-    failed: int
-    disputes_lost: int
+    completed: int = 0
+    failed: int = 0
+    disputes_lost: int = 0
+    earned_wei: int = 0
+    distinct_clients: int = 0
 
 
 class LogEntry(_Frozen):
@@ -273,11 +318,17 @@ class TaskStarted(ChainEvent):
 
 class ResultSubmitted(ChainEvent):
     task_id: int
-    leader: Address
+    submitter: Address
     result_root: Hash32
-    shares_wei: tuple[int, ...]
+    signed_slots: int
     review_deadline: int
     result_uri: str
+
+
+class ResultEndorsed(ChainEvent):
+    task_id: int
+    miner: Address
+    slot: int
 
 
 class TaskDisputed(ChainEvent):
@@ -303,13 +354,30 @@ class TaskCancelled(ChainEvent):
 
 class TaskExpired(ChainEvent):
     task_id: int
-    bonds_slashed: bool
+    burned_wei: int
+
+    @property
+    def bonds_slashed(self) -> bool:
+        return self.burned_wei > 0
 
 
 class MemberCheckedIn(ChainEvent):
     task_id: int
     miner: Address
     slot: int
+    evidence: Hash32
+
+
+class Burned(ChainEvent):
+    task_id: int
+    token: Address
+    amount_wei: int
+
+
+class PaymentDeferred(ChainEvent):
+    account: Address
+    token: Address
+    amount_wei: int
 
 
 class Withdrawn(ChainEvent):
@@ -323,6 +391,7 @@ EVENT_MODELS: Mapping[str, type[ChainEvent]] = {
     for cls in (
         MinerRegistered, TaskPosted, TaskClaimed, TaskStarted, ResultSubmitted, TaskDisputed,
         DisputeResolved, TaskSettled, TaskCancelled, TaskExpired, MemberCheckedIn, Withdrawn,
+        ResultEndorsed, Burned, PaymentDeferred,
     )
 }
 

@@ -1,11 +1,12 @@
 """EIP-712 signatures over a group's result.
 
-The typed struct is ``Result(uint256 taskId,bytes32 resultRoot,uint96[] shares)``.
-
-Every group member signs the same digest; the leader submits all signatures with the
-result and the contract recovers member ``i`` from ``signatures[i]``. The domain is
-``{name: "MANTA TaskMarket", version: "1", chainId, verifyingContract}`` (OpenZeppelin
-``EIP712``), so a signature is bound to one chain and one deployment.
+The typed struct is ``Result(uint256 taskId,bytes32 resultRoot)``: the shares are not signed
+because the contract fixes them itself (equal shares over the group's slots, see
+:func:`node.chain.models.split_reward`). Every member that approves a result signs the same
+digest; the member that submits carries the signatures of a strict majority and the contract
+recovers member ``i`` from ``signatures[i]``. The domain is ``{name: "MANTA TaskMarket",
+version: "2", chainId, verifyingContract}`` (OpenZeppelin ``EIP712``), so a signature is
+bound to one chain and one deployment.
 
 :func:`result_digest` is pure (no key, no I/O) and is checked against the contract's
 ``resultDigest`` view by the integration tests; :func:`sign_result` and
@@ -13,8 +14,6 @@ result and the contract recovers member ``i`` from ``signatures[i]``. The domain
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 from eth_abi.abi import encode as abi_encode
 from eth_account import Account
@@ -25,14 +24,14 @@ from eth_utils.crypto import keccak
 from eth_utils.exceptions import ValidationError
 
 from node.chain.errors import ChainError
-from node.chain.models import UINT96_MAX, checksum_address, hash32
+from node.chain.models import checksum_address, hash32
 
 DOMAIN_NAME = "MANTA TaskMarket"
-DOMAIN_VERSION = "1"
+DOMAIN_VERSION = "2"
 DOMAIN_TYPEHASH = keccak(
     text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
 )
-RESULT_TYPEHASH = keccak(text="Result(uint256 taskId,bytes32 resultRoot,uint96[] shares)")
+RESULT_TYPEHASH = keccak(text="Result(uint256 taskId,bytes32 resultRoot)")
 
 
 class SignatureError(ChainError):
@@ -57,17 +56,11 @@ def domain_separator(chain_id: int, verifying_contract: str) -> bytes:
     )
 
 
-def result_struct_hash(task_id: int, result_root: bytes | str, shares_wei: Sequence[int]) -> bytes:
-    """``hashStruct(Result)``; the array is the keccak of its elements as 32-byte words."""
-    for share in shares_wei:
-        if not 0 <= share <= UINT96_MAX:
-            raise SignatureError(reason=f"share {share} does not fit uint96")
-    shares_hash = keccak(b"".join(int(s).to_bytes(32, "big") for s in shares_wei))
+def result_struct_hash(task_id: int, result_root: bytes | str) -> bytes:
+    """``hashStruct(Result)``."""
     return keccak(
-        abi_encode(
-            ["bytes32", "uint256", "bytes32", "bytes32"],
-            [RESULT_TYPEHASH, task_id, hash32(result_root), shares_hash],
-        )
+        abi_encode(["bytes32", "uint256", "bytes32"],
+                   [RESULT_TYPEHASH, task_id, hash32(result_root)])
     )
 
 
@@ -76,13 +69,12 @@ def result_digest(
     verifying_contract: str,
     task_id: int,
     result_root: bytes | str,
-    shares_wei: Sequence[int],
 ) -> bytes:
     """The 32-byte EIP-712 digest every member signs (``0x1901 ‖ domain ‖ structHash``)."""
     return keccak(
         b"\x19\x01"
         + domain_separator(chain_id, verifying_contract)
-        + result_struct_hash(task_id, result_root, shares_wei)
+        + result_struct_hash(task_id, result_root)
     )
 
 
@@ -92,10 +84,9 @@ def sign_result(
     verifying_contract: str,
     task_id: int,
     result_root: bytes | str,
-    shares_wei: Sequence[int],
 ) -> bytes:
     """A 65-byte ``r ‖ s ‖ v`` signature (v = 27/28) of the result digest."""
-    digest = result_digest(chain_id, verifying_contract, task_id, result_root, shares_wei)
+    digest = result_digest(chain_id, verifying_contract, task_id, result_root)
     signed = account.unsafe_sign_hash(Hash32(digest))
     return bytes(signed.signature)
 
@@ -106,12 +97,11 @@ def recover_result_signer(
     verifying_contract: str,
     task_id: int,
     result_root: bytes | str,
-    shares_wei: Sequence[int],
 ) -> str:
     """The checksummed address that produced ``signature`` over this result."""
     if len(signature) != 65:
         raise SignatureError(reason=f"expected 65 bytes, got {len(signature)}")
-    digest = result_digest(chain_id, verifying_contract, task_id, result_root, shares_wei)
+    digest = result_digest(chain_id, verifying_contract, task_id, result_root)
     try:
         return str(Account._recover_hash(digest, signature=signature))
     except (BadSignature, ValidationError, ValueError) as exc:

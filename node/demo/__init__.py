@@ -8,7 +8,7 @@ pack``), serves it on 127.0.0.1 (``manta data serve``) and submits a classificat
 naming it by URL and sha256 (FLOPs limit, 2 slots, data parallel with 4 sub-networks per
 step, reward and bonds); the miners download it, train, search, sign and submit; the
 client fetches, verifies the hashes, evaluates on the held-out part (which the miners never
-saw) and accepts; the daemons withdraw their pay. Node imports neither miner nor client
+saw) and accepts, which pays the miners. Node imports neither miner nor client
 code: both run as processes and meet the demo only on the chain and over HTTP. Keys stay
 in the devnet's encrypted keystores; passwords travel as a file path.
 
@@ -21,7 +21,7 @@ the client renders its own pairs from another seed and checks the delivered netw
 end-point error on them.
 
 ``run_lifecycle`` / ``run_demo`` (``manta-node demo --chain-only``) do the chain part only:
-post, claim, sign, submit, accept and withdraw with no training.
+post, claim, sign, submit and accept (which pays) with no training.
 
 Modules:
 

@@ -1,5 +1,5 @@
 """The chain part of the demo alone (``manta-node demo --chain-only``): post, claim ×2,
-submit signed by both, accept and withdraw ×2, with no training; gas per step."""
+submit signed by both and accept (which pays both), with no training; gas per step."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from eth_utils.crypto import keccak
 
 from node.chain.market import TaskMarket
-from node.chain.models import ZERO_ADDRESS, TaskParams, TxReceipt
+from node.chain.models import TaskParams, TxReceipt
 from node.chain.signing import sign_result
 from node.devnet import Devnet, DevnetConfig
 
@@ -31,7 +31,7 @@ class DemoSummary:
     task_id: int = 0
     state: str = ""
     gas_by_step: dict[str, int] = field(default_factory=dict)
-    withdrawn_wei: dict[str, int] = field(default_factory=dict)
+    paid_wei: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
@@ -45,12 +45,12 @@ class DemoSummary:
         return {
             "state": self.state, "total_gas": self.total_gas, "seconds": round(self.seconds, 3),
             "task_id": self.task_id, "chain_id": self.chain_id, "task_market": self.task_market,
-            "gas_by_step": self.gas_by_step, "withdrawn_wei": self.withdrawn_wei,
+            "gas_by_step": self.gas_by_step, "paid_wei": self.paid_wei,
         }
 
 
 async def run_lifecycle(devnet: Devnet) -> DemoSummary:
-    """Post → claim ×2 → submit (signed by both) → accept → withdraw ×2 on ``devnet``."""
+    """Post → claim ×2 → submit (signed by both) → accept (which pays both) on ``devnet``."""
     started = time.monotonic()
     address = devnet.deployment.task_market
     summary = DemoSummary(chain_id=devnet.chain_id, task_market=address)
@@ -70,19 +70,15 @@ async def run_lifecycle(devnet: Devnet) -> DemoSummary:
     for miner in miners:
         summary.record("claim", await miner.claim(posted.task_id))
     result_root = keccak(b"manta demo result manifest")
-    shares = [REWARD_WEI * 6 // 10, REWARD_WEI - REWARD_WEI * 6 // 10]
-    signatures = [
-        sign_result(devnet.accounts[i], devnet.chain_id, address, posted.task_id, result_root,
-                    shares)
-        for i in (LEADER, MEMBER)
-    ]
+    member = devnet.accounts[MEMBER]
+    signature = sign_result(member, devnet.chain_id, address, posted.task_id, result_root)
     summary.record("submit_result", await miners[0].submit_result(
-        posted.task_id, result_root, "http://127.0.0.1:9100/result", shares, signatures))
-    summary.record("accept", await client.accept(posted.task_id))
-    for index, miner in zip((LEADER, MEMBER), miners, strict=True):
-        credit = await miner.credit_of(devnet.accounts[index].address, ZERO_ADDRESS)
-        summary.record("withdraw", await miner.withdraw(ZERO_ADDRESS))
-        summary.withdrawn_wei[devnet.accounts[index].address] = credit
+        posted.task_id, result_root, "http://127.0.0.1:9100/result", {member.address: signature}))
+    accounts = [devnet.accounts[i].address for i in (LEADER, MEMBER)]
+    before = {a: await devnet.rpc.get_balance(a) for a in accounts}
+    summary.record("accept", await client.accept(posted.task_id))  # pays both members
+    for account in accounts:
+        summary.paid_wei[account] = await devnet.rpc.get_balance(account) - before[account]
     summary.state = (await client.state_of(posted.task_id)).name
     summary.seconds = time.monotonic() - started
     logger.info("demo done task_id=%d state=%s total_gas=%d", summary.task_id, summary.state,

@@ -29,6 +29,7 @@ from node.demo.data import (
     stereo_demo_spec,
 )
 from node.demo.processes import (
+    DEVNET_ARBITER,
     ClientCli,
     DemoError,
     MinerProcess,
@@ -49,7 +50,7 @@ from node.devnet import Devnet, DevnetConfig, terminate_group
 
 logger = logging.getLogger(__name__)
 
-DEMO_CLIENT, DEMO_MINERS, DEMO_ARBITER = 1, (2, 3), 4
+DEMO_CLIENT, DEMO_MINERS, DEMO_ARBITER = 1, (2, 3), DEVNET_ARBITER
 #: How long the miners may take to decide and claim (they fetch the spec and price it).
 CLAIM_TIMEOUT_S = 120.0
 
@@ -94,7 +95,7 @@ class _Run:
 
 
 async def _run_task(run: _Run, summary: MarketSummary, stages: Stages) -> None:
-    """Client data → submit → train/search/submit → fetch/verify → accept → withdraw."""
+    """Client data → submit → train/search/submit → fetch/verify → accept (pays the miners)."""
     if run.config.stereo:
         await _run_stereo_task(run, summary, stages)
         return
@@ -173,17 +174,15 @@ async def _post_and_settle(run: _Run, spec: dict[str, Any], eval_file: Path,
     await client.run(["task", "accept", str(task_id)])
     stages.done("accept")
 
-    async def withdrawn() -> bool:
-        for miner in run.miners:
-            events = await market.get_withdrawn(account=miner.address)
-            if not events:
-                return False
-            summary.withdrawn_wei[miner.address] = sum(e.amount_wei for e in events)
-        return True
-
-    await until(withdrawn, run.miners, 120.0, "withdrawals")
-    summary.state = (await market.state_of(task_id)).name
-    stages.done("withdraw")
+    # accept pushes each signer its share and bond; nothing is left to withdraw
+    view = await market.get_task(task_id)
+    for slot, member in enumerate(await market.members_of(task_id, view)):
+        if view.miners_paid and view.signed(slot):
+            summary.paid_wei[member] = view.share_wei(slot) + view.bond_wei
+        if await market.credit_of(member, view.token):
+            raise DemoError(f"the payout to {member} was not pushed (a credit is left)")
+    summary.state = view.state.name
+    stages.done("paid")
 
 
 async def _with_miners(config: MarketDemoConfig, devnet: Devnet, work: Path,

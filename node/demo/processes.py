@@ -33,6 +33,8 @@ from node.ports import free_port
 logger = logging.getLogger(__name__)
 
 POLL_S = 0.2
+#: The devnet account the demos and tests name as a task's arbiter, and that their miners trust.
+DEVNET_ARBITER = 4
 
 
 class DemoError(MantaError):
@@ -173,27 +175,32 @@ class MinerProcess:
         return self.folder / "data"
 
 
-def miner_toml(folder: Path, devnet: Devnet, index: int, port: int) -> Path:
+def miner_toml(folder: Path, devnet: Devnet, index: int, port: int,
+               arbiters: Sequence[str] | None = None) -> Path:
     """A daemon's settings: its data folder, the devnet keystore ``dev<index>``, the port;
-    it serves both task kinds (a daemon's default is classification only)."""
+    it serves both task kinds (a daemon's default is classification only) and trusts the
+    arbiters given (default: the devnet's arbiter account, :data:`DEVNET_ARBITER`)."""
     assert devnet.password_file is not None and devnet.config.deployment_file is not None
+    trusted = list(arbiters) if arbiters is not None else [devnet.accounts[DEVNET_ARBITER].address]
     text = (f'data_dir = "{folder / "data"}"\nlog_level = "INFO"\n'
             f'[chain]\ndeployment_file = "{devnet.config.deployment_file}"\n'
             f'[identity]\nkeystore_dir = "{devnet.folder / "keystores"}"\n'
             f'keystore = "dev{index}"\npassword_file = "{devnet.password_file}"\n'
             f'[http]\nport = {port}\n[indexer]\npoll_interval_s = 0.1\n'
             '[tx]\npoll_interval_s = 0.1\n'
-            '[policy]\nkinds = ["classification", "stereo"]\n')
+            '[policy]\nkinds = ["classification", "stereo"]\n'
+            f'arbiters = {json.dumps(trusted)}\n')
     path = folder / "miner.toml"
     path.write_text(text, encoding="utf-8")
     return path
 
 
-def start_miner(folder: Path, devnet: Devnet, index: int) -> MinerProcess:
+def start_miner(folder: Path, devnet: Devnet, index: int,
+                arbiters: Sequence[str] | None = None) -> MinerProcess:
     """``manta-miner run`` as the devnet account ``index``, logging to ``folder/daemon.log``."""
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    config = miner_toml(folder, devnet, index, port)
+    config = miner_toml(folder, devnet, index, port, arbiters)
     with (folder / "daemon.log").open("ab") as out:
         process = subprocess.Popen(
             [*tool("manta-miner"), "--config", str(config), "--log-level", "INFO", "run"],

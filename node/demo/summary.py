@@ -54,7 +54,7 @@ class MarketSummary:
     gas_by_call: dict[str, list[int]] = field(default_factory=dict)
     balances_before_wei: dict[str, int] = field(default_factory=dict)
     balances_after_wei: dict[str, int] = field(default_factory=dict)
-    withdrawn_wei: dict[str, int] = field(default_factory=dict)
+    paid_wei: dict[str, int] = field(default_factory=dict)  # pushed by accept
     seconds: float = 0.0
 
     @property
@@ -80,7 +80,7 @@ class MarketSummary:
             "monitor_url": self.monitor_url,
             "miner_urls": self.miner_urls, "stage_s": {k: round(v, 2) for k, v in
                                                         self.stage_s.items()},
-            "gas_by_call": self.gas_by_call, "withdrawn_wei": self.withdrawn_wei,
+            "gas_by_call": self.gas_by_call, "paid_wei": self.paid_wei,
             "balances_before_wei": self.balances_before_wei,
             "balances_after_wei": self.balances_after_wei,
         }

@@ -22,9 +22,11 @@ from pydantic import BaseModel, ConfigDict
 
 from node.chain.market import TaskMarket
 from node.chain.models import (
+    Burned,
     ChainEvent,
     DisputeResolved,
     MemberCheckedIn,
+    ResultEndorsed,
     ResultSubmitted,
     TaskCancelled,
     TaskClaimed,
@@ -46,15 +48,17 @@ _NAMES: Mapping[type[ChainEvent], str] = {
     TaskPosted: "posted", TaskClaimed: "claimed", TaskStarted: "started",
     ResultSubmitted: "submitted", TaskDisputed: "disputed", DisputeResolved: "resolved",
     TaskSettled: "settled", TaskCancelled: "cancelled", TaskExpired: "expired",
-    MemberCheckedIn: "checked_in",
+    MemberCheckedIn: "checked_in", ResultEndorsed: "endorsed", Burned: "burned",
 }
 _DETAILS: Mapping[type[ChainEvent], tuple[str, ...]] = {
     TaskPosted: ("client", "reward_wei", "bond_wei", "slots", "claim_deadline", "spec_uri"),
     TaskClaimed: ("miner", "slot"), TaskStarted: ("work_deadline",),
-    ResultSubmitted: ("leader", "result_root", "review_deadline", "result_uri"),
+    ResultSubmitted: ("submitter", "result_root", "signed_slots", "review_deadline",
+                      "result_uri"),
     TaskDisputed: ("arbitration_deadline",), DisputeResolved: ("miners_won",),
-    TaskSettled: ("miners_paid",), TaskExpired: ("bonds_slashed",), TaskCancelled: (),
-    MemberCheckedIn: ("miner", "slot"),
+    TaskSettled: ("miners_paid",), TaskExpired: ("burned_wei",), TaskCancelled: (),
+    MemberCheckedIn: ("miner", "slot", "evidence"), ResultEndorsed: ("miner", "slot"),
+    Burned: ("token", "amount_wei"),
 }
 
 

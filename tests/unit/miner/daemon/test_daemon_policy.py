@@ -22,6 +22,13 @@ from node.documents.spec import Constraint, DatasetRef, SearchSpaceSpec, TaskSpe
 
 NOW = 1_000_000
 TOKEN = "0x" + "11" * 20
+ARBITER = "0x" + "bb" * 20
+CLIENTS_ARBITER = "0x" + "cc" * 20
+
+
+def trusting(**policy: Any) -> PolicySettings:
+    """Policy settings that trust the tasks' usual arbiter (the operator's allowlist)."""
+    return PolicySettings(**{"arbiters": (ARBITER,), **policy})
 
 
 def make_spec(**changes: Any) -> TaskSpec:
@@ -58,7 +65,7 @@ def make_task(spec: TaskSpec = SPEC, **changes: Any) -> TaskPosted:
         "task_id": 1, "client": "0x" + "aa" * 20, "token": "0x" + "00" * 20,
         "reward_wei": 10**18, "bond_wei": 10**16, "slots": 1, "claim_deadline": NOW + 600,
         "work_window_s": 3600, "review_window_s": 600, "arbitration_window_s": 600,
-        "arbiter": "0x" + "bb" * 20, "spec_hash": spec.spec_hash(),
+        "arbiter": ARBITER, "spec_hash": spec.spec_hash(),
         "validation_hash": b"\x03" * 32, "spec_uri": "http://client/spec.json",
     }
     fields.update(changes)
@@ -88,6 +95,16 @@ CASES = [
     Case("token not accepted", False, "token_not_accepted", policy={"tokens": (TOKEN,)}),
     Case("accepted token", True, "claim", task={"token": TOKEN}, policy={"tokens": (TOKEN,)}),
     Case("bond too high", False, "bond_too_high", policy={"max_bond_wei": 10**15}),
+    # The market terms that protect the bond (issue: a client-picked arbiter takes every bond).
+    Case("the client's own arbiter", False, "arbiter_not_trusted",
+         task={"arbiter": CLIENTS_ARBITER}),
+    Case("no allowlist trusts nobody", False, "arbiter_not_trusted: 0x", policy={"arbiters": ()}),
+    Case("an arbiter on the allowlist among others", True, "claim",
+         task={"arbiter": CLIENTS_ARBITER}, policy={"arbiters": (TOKEN, CLIENTS_ARBITER)}),
+    Case("review window too short to answer a result that leaves us out", False,
+         "review_window_too_short", task={"review_window_s": 59}),
+    Case("bonds out of proportion to the reward", False, "bond_out_of_proportion",
+         task={"bond_wei": 10**18, "slots": 2}),
     Case("spec unreachable", False, "spec_unusable: connection refused", spec=None,
          spec_error="connection refused"),
     Case("dataset hash mismatch", False, "spec_unusable: dataset hash mismatch", spec=None,
@@ -132,7 +149,7 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_decide(case: Case) -> None:
     task = make_task(case.spec or SPEC, **case.task)
-    decision = decide(task, case.spec, case.spec_error, PolicySettings(**case.policy),
+    decision = decide(task, case.spec, case.spec_error, trusting(**case.policy),
                       CapacitySettings(**case.capacity), case.active, NOW, case.floors)
     assert decision.claim is case.claim
     assert decision.reason.startswith(case.reason), decision.reason
@@ -140,9 +157,12 @@ def test_decide(case: Case) -> None:
 
 def test_precheck_matches_decide_for_cheap_refusals() -> None:
     task = make_task(claim_deadline=NOW)
-    early = precheck(task, PolicySettings(), CapacitySettings(), 0, NOW)
+    early = precheck(task, trusting(), CapacitySettings(), 0, NOW)
     assert early is not None and early.reason.startswith("claim_window_over")
-    assert precheck(make_task(), PolicySettings(), CapacitySettings(), 0, NOW) is None
+    assert precheck(make_task(), trusting(), CapacitySettings(), 0, NOW) is None
+    untrusted = precheck(make_task(arbiter=CLIENTS_ARBITER), trusting(), CapacitySettings(), 0,
+                         NOW)
+    assert untrusted is not None and untrusted.reason.startswith("arbiter_not_trusted")
 
 
 def test_estimates_scale_with_the_budget() -> None:
@@ -193,7 +213,7 @@ def test_stereo_cost_floors_are_the_smallest_stereo_sub_network() -> None:
     assert floors == {"flops": count_flops(config, smallest),
                       "params": count_params(config, smallest)}
     below = make_stereo_spec(constraint=Constraint(max_flops=int(floors["flops"]) - 1))
-    verdict = decide(make_task(below), below, None, PolicySettings(kinds=("stereo",)),
+    verdict = decide(make_task(below), below, None, trusting(kinds=("stereo",)),
                      CapacitySettings(), 0, NOW, cost_floors(below))
     assert not verdict.claim and verdict.reason.startswith("constraint_infeasible: max_flops")
 

@@ -39,7 +39,10 @@ def test_equal_shares_give_the_remainder_to_the_leader() -> None:
     ({"task_id": 4}, "task id 4"),
     ({"spec_hash": H}, "spec hash"),
     ({"group": (MEMBER.address, LEADER.address)}, "group differs"),
-    ({"shares_wei": (50, 50)}, "shares sum to 100"),
+    ({"shares_wei": (50, 50)}, "not the contract's split"),
+    # the leader cannot take more than the contract's split, even when the sum is right
+    ({"shares_wei": (101, 0)}, "not the contract's split"),
+    ({"shares_wei": (50, 51)}, "not the contract's split"),
 ])
 def test_check_manifest(changes: dict[str, object], problem: str | None) -> None:
     problems = check_manifest(manifest(**changes), task_id=3, spec_hash=SPEC,
@@ -50,9 +53,9 @@ def test_check_manifest(changes: dict[str, object], problem: str | None) -> None
 def test_signatures_verify_only_for_their_signer_and_result() -> None:
     sign = make_signer(MEMBER, 31337, MARKET)
     root = manifest().result_root()
-    signature = sign(3, root, (51, 50))
-    common = {"chain_id": 31337, "market": MARKET, "task_id": 3, "result_root": root}
-    assert check_signature(signature, MEMBER.address, shares_wei=(51, 50), **common)
-    assert not check_signature(signature, LEADER.address, shares_wei=(51, 50), **common)
-    assert not check_signature(signature, MEMBER.address, shares_wei=(50, 51), **common)
-    assert not check_signature(b"\x00" * 10, MEMBER.address, shares_wei=(51, 50), **common)
+    signature = sign(3, root)
+    common = {"chain_id": 31337, "market": MARKET, "task_id": 3}
+    assert check_signature(signature, MEMBER.address, result_root=root, **common)
+    assert not check_signature(signature, LEADER.address, result_root=root, **common)
+    assert not check_signature(signature, MEMBER.address, result_root=H, **common)
+    assert not check_signature(b"\x00" * 10, MEMBER.address, result_root=root, **common)

@@ -17,10 +17,9 @@ from node.chain.signing import (
 
 MARKET = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
 ROOT = keccak(text="manifest")
-SHARES = [600, 400]
 
 
-def reference_digest(chain_id: int, task_id: int, shares: list[int]) -> bytes:
+def reference_digest(chain_id: int, task_id: int, root: bytes) -> bytes:
     message = encode_typed_data(full_message={
         "types": {
             "EIP712Domain": [
@@ -30,50 +29,46 @@ def reference_digest(chain_id: int, task_id: int, shares: list[int]) -> bytes:
             ],
             "Result": [
                 {"name": "taskId", "type": "uint256"}, {"name": "resultRoot", "type": "bytes32"},
-                {"name": "shares", "type": "uint96[]"},
             ],
         },
         "primaryType": "Result",
-        "domain": {"name": "MANTA TaskMarket", "version": "1", "chainId": chain_id,
+        "domain": {"name": "MANTA TaskMarket", "version": "2", "chainId": chain_id,
                    "verifyingContract": MARKET},
-        "message": {"taskId": task_id, "resultRoot": ROOT, "shares": shares},
+        "message": {"taskId": task_id, "resultRoot": root},
     })
     return bytes(_hash_eip191_message(message))
 
 
-@pytest.mark.parametrize("shares", [[1000], [600, 400], [], [2**96 - 1, 0, 5]])
-def test_digest_matches_eth_account_typed_data(shares: list[int]) -> None:
-    assert result_digest(31337, MARKET, 3, ROOT, shares) == reference_digest(31337, 3, shares)
+@pytest.mark.parametrize("task_id", [0, 3, 2**64])
+def test_digest_matches_eth_account_typed_data(task_id: int) -> None:
+    assert result_digest(31337, MARKET, task_id, ROOT) == reference_digest(31337, task_id, ROOT)
 
 
-def test_digest_binds_chain_contract_task_root_and_shares() -> None:
-    base = result_digest(31337, MARKET, 3, ROOT, SHARES)
+def test_digest_binds_chain_contract_task_and_root() -> None:
+    base = result_digest(31337, MARKET, 3, ROOT)
     others = [
-        result_digest(1, MARKET, 3, ROOT, SHARES),
-        result_digest(31337, "0x" + "11" * 20, 3, ROOT, SHARES),
-        result_digest(31337, MARKET, 4, ROOT, SHARES),
-        result_digest(31337, MARKET, 3, keccak(text="other"), SHARES),
-        result_digest(31337, MARKET, 3, ROOT, [400, 600]),
+        result_digest(1, MARKET, 3, ROOT),
+        result_digest(31337, "0x" + "11" * 20, 3, ROOT),
+        result_digest(31337, MARKET, 4, ROOT),
+        result_digest(31337, MARKET, 3, keccak(text="other")),
     ]
     assert base not in others and len(set(others)) == len(others)
 
 
 def test_sign_and_recover_round_trip() -> None:
     member = Account.from_key(keccak(text="member-0"))
-    signature = sign_result(member, 31337, MARKET, 3, ROOT, SHARES)
+    signature = sign_result(member, 31337, MARKET, 3, ROOT)
     assert len(signature) == 65 and signature[-1] in (27, 28)
-    assert recover_result_signer(signature, 31337, MARKET, 3, ROOT, SHARES) == member.address
-    assert recover_result_signer(signature, 31337, MARKET, 3, ROOT, [1, 999]) != member.address
+    assert recover_result_signer(signature, 31337, MARKET, 3, ROOT) == member.address
+    assert recover_result_signer(signature, 31337, MARKET, 4, ROOT) != member.address
 
 
 def test_bad_inputs_are_named_errors() -> None:
     with pytest.raises(SignatureError):
-        recover_result_signer(b"\x00" * 64, 31337, MARKET, 3, ROOT, SHARES)
+        recover_result_signer(b"\x00" * 64, 31337, MARKET, 3, ROOT)
     with pytest.raises(SignatureError):
-        recover_result_signer(b"\x00" * 65, 31337, MARKET, 3, ROOT, SHARES)
-    with pytest.raises(SignatureError):
-        result_digest(31337, MARKET, 3, ROOT, [2**96])
+        recover_result_signer(b"\x00" * 65, 31337, MARKET, 3, ROOT)
     with pytest.raises(InvalidHash):
-        result_digest(31337, MARKET, 3, b"short", SHARES)
+        result_digest(31337, MARKET, 3, b"short")
     with pytest.raises(InvalidAddress):
-        result_digest(31337, "0xnot-an-address", 3, ROOT, SHARES)
+        result_digest(31337, "0xnot-an-address", 3, ROOT)

@@ -58,8 +58,9 @@ def claims() -> list[ChainEvent]:
 
 
 def submitted() -> ResultSubmitted:
-    return ResultSubmitted(**where(5), task_id=TASK, leader=MINER_A, result_root=b"\x33" * 32,
-                           shares_wei=(5, 5), review_deadline=T0 + 1500, result_uri="")
+    return ResultSubmitted(**where(5), task_id=TASK, submitter=MINER_A,
+                           result_root=b"\x33" * 32, signed_slots=3, review_deadline=T0 + 1500,
+                           result_uri="")
 
 
 TIMES = {n: T0 + 10 * n for n in range(1, 9)}
@@ -135,13 +136,15 @@ def test_cancelled_and_expired_tasks_end_early() -> None:
     assert [s.key for s in expired.stages] == ["posted", "claimed", "running", "expired"]
     assert expired.stages[-1].time_s is None
     slashed = build_timeline(TASK, view(TaskState.EXPIRED, claimed=2), [
-        posted(), *claims(), MemberCheckedIn(**where(7), task_id=TASK, miner=MINER_B, slot=1),
-        TaskExpired(**where(8), task_id=TASK, bonds_slashed=True)],
+        posted(), *claims(), MemberCheckedIn(**where(7), task_id=TASK, miner=MINER_B, slot=1,
+                                             evidence=b"\x44" * 32),
+        TaskExpired(**where(8), task_id=TASK, burned_wei=10**15)],
         TIMES, T0 + 9999)
     assert slashed.stages[-1].time_s == T0 + 80
     # the survivor's check-in is in the event log, with who checked in
     checked = [e for e in slashed.events if e.name == "checked_in"]
     assert [(e.detail["miner"], e.detail["slot"]) for e in checked] == [(MINER_B, 1)]
+    assert checked[0].detail["evidence"] == "0x" + "44" * 32  # what the check-in committed to
 
 
 def test_the_timeline_is_json_for_the_page() -> None:
