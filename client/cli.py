@@ -212,7 +212,7 @@ def task_dispute(
 
 @task_app.command("cancel")
 def task_cancel(ctx: typer.Context, task_id: TaskId, as_json: JsonOpt = False) -> None:
-    """Cancel an open task nobody has claimed; the reward becomes withdrawable."""
+    """Cancel an open task nobody has claimed; the reward is paid back at once."""
     state = _state(ctx)
     _emit(as_json, asyncio.run(state.api.cancel_task(state.config, task_id)), render.tx)
 
@@ -302,7 +302,8 @@ def withdraw(
         ZERO_ADDRESS,
     as_json: JsonOpt = False,
 ) -> None:
-    """Withdraw your credit (refunds, won disputes) from the market."""
+    """Withdraw a credit the market could not pay you directly (payouts and refunds are
+    pushed inside the settling transaction; a transfer that fails is credited instead)."""
     state = _state(ctx)
     _emit(as_json, asyncio.run(state.api.withdraw(state.config, token)), render.withdrawn)
 

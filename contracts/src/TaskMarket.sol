@@ -17,17 +17,19 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
  * The money rules, written so that nobody profits from another's loss:
  * - The reward is split equally over the slots, fixed when the task is posted (slot 0 takes
  *   the rounding remainder). A member is paid its share only if it signed the result (at submit
- *   or later, with {endorse}); nobody else can take a non-signer's share, so leaving a member
- *   out of the signatures gains the others nothing.
- * - A bond is never credited to the client or the arbiter. A forfeited bond (or an unclaimed
- *   share) is burned: it stays in the contract for ever, counted by {burnedOf}.
+ *   or later, with {endorse}); no other member can take a non-signer's share, so leaving a
+ *   member out of the signatures gains the others nothing. A share nobody endorsed by the
+ *   settle deadline goes back to the client: it paid for a result, not for a slot.
+ * - A bond is never credited to the client or the arbiter. A forfeited bond is burned: it
+ *   stays in the contract for ever, counted by {burnedOf}.
  * - A member keeps its bond when it signed a result the miners won, or when it checked in
  *   ({checkIn}, committing to evidence of its work) and did not sign a result that lost its
  *   dispute. A member that never showed up (no signature, no check-in) loses it.
  * - A member left out of a submitted result keeps until the settle deadline (the end of the
  *   review window, or of the arbitration window after a dispute) to endorse the result (share
  *   and bond) or to check in (bond), even after the client accepted early; only then does
- *   {sweep} burn what nobody claimed. A hostile majority cannot burn an honest member's bond.
+ *   {sweep} close the task. A hostile majority cannot burn an honest member's bond, nor take
+ *   back its share.
  * - Payouts are pushed inside the settling transaction; a transfer that fails is credited
  *   instead, for {withdraw}.
  *
@@ -124,9 +126,9 @@ contract TaskMarket is EIP712, ReentrancyGuardTransient {
     uint32 public constant MAX_WORK_WINDOW = 180 days;
     uint32 public constant MAX_REVIEW_WINDOW = 30 days;
     uint32 public constant MAX_ARBITRATION_WINDOW = 30 days;
-    /// @notice A bond is at least 1/MIN_BOND_DIVISOR of a slot's share (and never zero), so a
-    /// slot squatted by someone who never works costs the squatter a tenth of what it blocks.
-    uint256 public constant MIN_BOND_DIVISOR = 10;
+    /// @notice A bond is at least 1/MIN_BOND_DIVISOR of a slot's share (and never zero): a
+    /// member that claims and vanishes always loses something.
+    uint256 public constant MIN_BOND_DIVISOR = 100;
     /// @dev Gas forwarded to a payout; a recipient that needs more (or reverts) gets a credit.
     uint256 private constant PUSH_GAS = 30_000;
     uint256 private constant TOKEN_PUSH_GAS = 100_000;
@@ -134,7 +136,7 @@ contract TaskMarket is EIP712, ReentrancyGuardTransient {
 
     uint8 private constant FLAG_MINERS_PAID = 1; // settled in the miners' favour
     uint8 private constant FLAG_ALL_SIGNED = 2; // every member signed at submit: no marks slot
-    uint8 private constant FLAG_SWEPT = 4; // what the left-out members did not claim is burned
+    uint8 private constant FLAG_SWEPT = 4; // what the left-out members did not claim is closed
 
     uint64 private _taskCount;
     uint16 private _tokenCount;
@@ -419,8 +421,9 @@ contract TaskMarket is EIP712, ReentrancyGuardTransient {
         }
     }
 
-    /// @notice Anyone, after the settle deadline of a task settled before it: burns the shares
-    /// and bonds that the members left out of the result did not claim back.
+    /// @notice Anyone, after the settle deadline of a task settled before it: closes what the
+    /// members left out of the result did not claim (their shares back to the client, the bonds
+    /// of those that never showed up burned).
     function sweep(uint256 taskId, address[] calldata members) external nonReentrant {
         Task storage t = _existing(taskId);
         if (t.state != State.Settled || t.flags & (FLAG_SWEPT | FLAG_ALL_SIGNED) != 0) {
@@ -429,7 +432,7 @@ contract TaskMarket is EIP712, ReentrancyGuardTransient {
         uint32 deadline = t.settleDeadline;
         if (block.timestamp <= deadline) revert TaskMarketDeadlineNotReached(taskId, deadline);
         _checkGroup(taskId, t, members);
-        _burnUnclaimed(taskId, t, _marks[taskId]);
+        _closeUnclaimed(taskId, t, _marks[taskId]);
     }
 
     /// @notice Anyone closes a task that ran out of time: OPEN with no claim after the claim
@@ -766,7 +769,7 @@ contract TaskMarket is EIP712, ReentrancyGuardTransient {
     /// @dev Settles a SUBMITTED or DISPUTED task. Miners win: each signer gets its share and bond,
     /// each member that checked in (without signing) its bond. Client wins: the reward goes back,
     /// the signers' bonds are burned, each member that checked in gets its bond. What the other
-    /// members could still claim waits for the settle deadline; past it, it is burned now.
+    /// members could still claim waits for the settle deadline; past it, it is closed now.
     function _settle(uint256 taskId, Task storage t, address[] calldata members, bool minersWin) private {
         t.state = State.Settled;
         if (minersWin) t.flags |= FLAG_MINERS_PAID;
@@ -790,22 +793,25 @@ contract TaskMarket is EIP712, ReentrancyGuardTransient {
         }
         _burn(taskId, token, burned);
         if (!minersWin) _pay(token, t.client, reward);
-        if (t.flags & FLAG_ALL_SIGNED == 0 && block.timestamp > t.settleDeadline) _burnUnclaimed(taskId, t, marks);
+        if (t.flags & FLAG_ALL_SIGNED == 0 && block.timestamp > t.settleDeadline) _closeUnclaimed(taskId, t, marks);
     }
 
-    /// @dev Burns what the members that neither signed nor checked in left (their bonds), and,
-    /// when the miners won, the shares nobody endorsed.
-    function _burnUnclaimed(uint256 taskId, Task storage t, uint256 marks) private {
+    /// @dev Burns the bonds of the members that neither signed nor checked in, and, when the
+    /// miners won, pays the shares nobody endorsed back to the client.
+    function _closeUnclaimed(uint256 taskId, Task storage t, uint256 marks) private {
         t.flags |= FLAG_SWEPT;
         bool minersWon = t.flags & FLAG_MINERS_PAID != 0;
         uint256 n = t.claimed;
         uint256 burned;
+        uint256 refund;
         for (uint256 i; i < n; ++i) {
             if (marks & (uint256(1) << i) != 0) continue; // signed: settled already
-            if (minersWon) burned += _shareOf(t, i);
+            if (minersWon) refund += _shareOf(t, i);
             if (marks & (uint256(1) << (32 + i)) == 0) burned += t.bond;
         }
-        _burn(taskId, _tokenOf(t.tokenId), burned);
+        address token = _tokenOf(t.tokenId);
+        _burn(taskId, token, burned);
+        _pay(token, t.client, refund);
     }
 
     function _burn(uint256 taskId, address token, uint256 amount) private {

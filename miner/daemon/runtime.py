@@ -189,7 +189,8 @@ async def open_miner(settings: MinerSettings, account: LocalAccount,
                     rpc=conn.rpc, market=conn.market, store=store, settings=settings,
                     fetch_spec=SpecFetcher(paths.datasets_dir, session), metrics=metrics,
                     start_block=conn.deployment.start_block, on_group_formed=hook,
-                    result=ResultDeps(artifacts, PeerClient(session), signer, endpoint)))
+                    result=ResultDeps(artifacts, PeerClient(session), signer, endpoint,
+                                      settings.policy.quorum_wait_s)))
                 services = MinerServices(settings, conn, store, server, daemon)
                 yield services
             finally:

@@ -82,6 +82,9 @@ class PolicySettings(_Section):
     # Bond × slots × this must not exceed the reward: the bond at risk stays in proportion to
     # what the miner can earn (the contract's own floor is reward / (10 × slots)).
     max_bond_share: float = Field(1.0, gt=0)
+    # Once a strict majority signed a result, how long the leader waits for the other members'
+    # signatures before it submits without them (they get no share).
+    quorum_wait_s: float = Field(120.0, ge=0)
 
     @field_validator("arbiters")
     @classmethod

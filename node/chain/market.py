@@ -18,6 +18,7 @@ same market for another account (a client, a miner, the arbiter).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -63,6 +64,9 @@ from node.chain.token import Erc20, ReadOnlyError, view_call
 logger = logging.getLogger(__name__)
 
 E = TypeVar("E", bound=ChainEvent)
+#: Tries of a claim whose group changed (another miner claimed first) before it is given up.
+CLAIM_ATTEMPTS = 5
+CLAIM_RETRY_S = 0.2
 #: Reverts of a deposit's dry run that the approval (or the balance check) deals with next.
 _DEPOSIT_REVERTS = frozenset({"ERC20InsufficientAllowance", "ERC20InsufficientBalance"})
 BlockId = int | str
@@ -244,14 +248,29 @@ class TaskMarket:
 
     async def claim(self, task_id: int, gas_cap: int | None = None) -> TxReceipt:
         """Take the next slot of an OPEN task, paying the bond (approved first for ERC-20);
-        the current group goes with it (the contract checks it against its hash chain)."""
-        task = await self.get_task(_task_id(task_id))
-        group = await self.members_of(task_id, task)
-        if not task.is_native and task.bond_wei > 0:
-            data = self._codec.encode_call("claim", task_id, group)
-            await self._prepare_deposit("claim", data, task.token, task.bond_wei)
-        value = task.bond_wei if task.is_native else 0
-        return await self._send("claim", task_id, group, value_wei=value, gas_cap=gas_cap)
+        the current group goes with it (the contract checks it against its hash chain).
+
+        Miners answer the same ``TaskPosted`` together, so the group read here may be one
+        claim behind by the time the call is checked: a pre-flight ``TaskMarketWrongGroup``
+        (nothing sent) reads the group again, up to :data:`CLAIM_ATTEMPTS` times."""
+        for attempt in range(1, CLAIM_ATTEMPTS + 1):
+            task = await self.get_task(_task_id(task_id))
+            try:
+                group = await self.members_of(task_id, task)
+                if not task.is_native and task.bond_wei > 0:
+                    data = self._codec.encode_call("claim", task_id, group)
+                    await self._prepare_deposit("claim", data, task.token, task.bond_wei)
+                value = task.bond_wei if task.is_native else 0
+                return await self._send("claim", task_id, group, value_wei=value,
+                                        gas_cap=gas_cap)
+            except (ContractRevert, GroupUnavailableError) as exc:
+                stale = isinstance(exc, GroupUnavailableError) or exc.name == "TaskMarketWrongGroup"
+                if not stale or attempt == CLAIM_ATTEMPTS:
+                    raise
+                logger.info("group changed under a claim; reading it again task=%d attempt=%d",
+                            task_id, attempt)
+                await asyncio.sleep(CLAIM_RETRY_S * attempt)
+        raise AssertionError("unreachable")
 
     async def submit_result(
         self,

@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -176,7 +176,8 @@ class MinerProcess:
 
 
 def miner_toml(folder: Path, devnet: Devnet, index: int, port: int,
-               arbiters: Sequence[str] | None = None) -> Path:
+               arbiters: Sequence[str] | None = None,
+               policy: Mapping[str, object] | None = None) -> Path:
     """A daemon's settings: its data folder, the devnet keystore ``dev<index>``, the port;
     it serves both task kinds (a daemon's default is classification only) and trusts the
     arbiters given (default: the devnet's arbiter account, :data:`DEVNET_ARBITER`)."""
@@ -189,22 +190,27 @@ def miner_toml(folder: Path, devnet: Devnet, index: int, port: int,
             f'[http]\nport = {port}\n[indexer]\npoll_interval_s = 0.1\n'
             '[tx]\npoll_interval_s = 0.1\n'
             '[policy]\nkinds = ["classification", "stereo"]\n'
-            f'arbiters = {json.dumps(trusted)}\n')
+            f'arbiters = {json.dumps(trusted)}\n'
+            + "".join(f"{key} = {json.dumps(value)}\n" for key, value in (policy or {}).items()))
     path = folder / "miner.toml"
     path.write_text(text, encoding="utf-8")
     return path
 
 
 def start_miner(folder: Path, devnet: Devnet, index: int,
-                arbiters: Sequence[str] | None = None) -> MinerProcess:
-    """``manta-miner run`` as the devnet account ``index``, logging to ``folder/daemon.log``."""
+                arbiters: Sequence[str] | None = None,
+                policy: Mapping[str, object] | None = None,
+                env: Mapping[str, str] | None = None) -> MinerProcess:
+    """``manta-miner run`` as the devnet account ``index``, logging to ``folder/daemon.log``
+    (``policy``: more ``[policy]`` settings; ``env``: more environment, e.g. a crash point)."""
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    config = miner_toml(folder, devnet, index, port, arbiters)
+    config = miner_toml(folder, devnet, index, port, arbiters, policy)
     with (folder / "daemon.log").open("ab") as out:
         process = subprocess.Popen(
             [*tool("manta-miner"), "--config", str(config), "--log-level", "INFO", "run"],
-            env=child_env(), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            env={**child_env(), **(env or {})}, stdin=subprocess.DEVNULL, stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True, preexec_fn=die_with_parent)
     logger.info("miner daemon started pid=%d port=%d", process.pid, port)
     return MinerProcess(devnet.accounts[index].address, f"http://127.0.0.1:{port}", folder,

@@ -12,7 +12,7 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,9 +72,13 @@ class Market:
     def address(self, index: int) -> str:
         return self.devnet.accounts[index].address
 
-    async def start_miners(self, indices: Sequence[int] = MINERS) -> list[MinerProcess]:
-        """``manta-miner run`` for each devnet account; returns once all are registered."""
-        started = [start_miner(self.folder / f"miner{i}", self.devnet, i) for i in indices]
+    async def start_miners(self, indices: Sequence[int] = MINERS,
+                           policy: Mapping[str, object] | None = None,
+                           env: Mapping[str, str] | None = None) -> list[MinerProcess]:
+        """``manta-miner run`` for each devnet account (trusting the devnet's arbiter, with
+        more ``policy`` settings and ``env``); returns once all are registered."""
+        started = [start_miner(self.folder / f"miner{i}", self.devnet, i, policy=policy, env=env)
+                   for i in indices]
         self.miners.extend(started)
 
         async def registered() -> bool:

@@ -79,10 +79,11 @@ def test_quick_demo_settles_and_leaves_nothing_running(tmp_path: Path) -> None:
     assert summary["total_gas"] > 0 and summary["seconds"] > 0
     assert summary["verified"] is True and summary["front_size"] >= 1
     calls = summary["gas_by_call"]
-    assert [len(calls[c]) for c in ("register", "postTask", "claim", "submitResult", "accept",
-                                    "withdraw")] == [2, 1, 2, 1, 1, 2]
+    assert [len(calls[c]) for c in ("register", "postTask", "claim", "submitResult",
+                                    "accept")] == [2, 1, 2, 1, 1]
+    assert "withdraw" not in calls  # accept pushed the payouts
     # each miner got half the reward plus its bond back; the client paid the reward
-    assert set(summary["withdrawn_wei"].values()) == {15 * 10**16 + 2 * 10**16}
+    assert set(summary["paid_wei"].values()) == {15 * 10**16 + 2 * 10**16}
     before, after = summary["balances_before_wei"], summary["balances_after_wei"]
     assert before["client"] - after["client"] >= 3 * 10**17
     assert all(after[m] > before[m] for m in ("miner0", "miner1"))
@@ -120,8 +121,8 @@ def test_stereo_quick_demo_settles_with_epe_checked_on_the_clients_own_pairs(
     spec = json.loads((folder / "spec.json").read_text())
     assert spec["kind"] == "stereo" and spec["dataset"] == {"name": "procedural-stereo"}
     calls = summary["gas_by_call"]
-    assert [len(calls[c]) for c in ("claim", "submitResult", "accept", "withdraw")] == [2, 1, 1, 2]
-    assert set(summary["withdrawn_wei"].values()) == {15 * 10**16 + 2 * 10**16}
+    assert [len(calls[c]) for c in ("claim", "submitResult", "accept")] == [2, 1, 1]
+    assert set(summary["paid_wei"].values()) == {15 * 10**16 + 2 * 10**16}
     assert _none_left(str(folder)) == []
 
 

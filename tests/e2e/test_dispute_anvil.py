@@ -1,10 +1,10 @@
 """A disputed result, end to end: two real ``manta-miner run`` daemons train, search and
 submit; the client disputes with ``manta task dispute``; the daemons log it and keep
 serving the result while the arbiter decides. Then either the arbiter rules for the
-client, who gets the reward and both bonds (``_payClient``) and withdraws them with
-``manta withdraw``, or the arbiter stays silent past its deadline and the daemons finalize
-and withdraw their shares and bonds. Every wallet is checked to the wei: what the contract
-moved, less the gas each account paid."""
+client, who gets its reward back while both signers' bonds are burned (neither the client
+nor the arbiter gains from them), or the arbiter stays silent past its deadline and a daemon
+finalizes, which pays both members their shares and bonds. Every wallet is checked to the
+wei: what the contract moved, less the gas each account paid."""
 
 from __future__ import annotations
 
@@ -70,9 +70,10 @@ async def _disputed_task(env: Market, folder: Path) -> tuple[list[MinerProcess],
     return miners, task_id, weights
 
 
-async def test_dispute_won_by_the_client_refunds_and_slashes(tmp_path: Path) -> None:
+async def test_dispute_won_by_the_client_refunds_and_burns_the_bonds(tmp_path: Path) -> None:
     async with open_market(tmp_path) as env:
         before = {i: await env.balance(i) for i in (CLIENT, *MINERS)}
+        before_arbiter = await env.balance(ARBITER)
         miners, task_id, weights = await _disputed_task(env, tmp_path)
 
         arbiter = env.market.with_sender(await env.devnet.sender(ARBITER))
@@ -86,30 +87,29 @@ async def test_dispute_won_by_the_client_refunds_and_slashes(tmp_path: Path) -> 
             reputation = await env.market.reputation_of(miner.address)
             assert (reputation.completed, reputation.disputes_lost) == (0, 1)
             assert await env.market.credit_of(miner.address) == 0
-            assert await env.market.get_withdrawn(account=miner.address) == []
             purposes = [p for p, _ in txs_of(miner, task_id)]
             assert "withdraw" not in purposes and "finalize" not in purposes
             assert await _served(miner.url, weights)  # still there for anyone who asks
-        assert await env.market.credit_of(env.address(CLIENT)) == REWARD + 2 * BOND
-        withdrawn = await env.client.run(["withdraw"])
-        assert withdrawn["amount_wei"] == REWARD + 2 * BOND
+        assert await env.market.credit_of(env.address(CLIENT)) == 0
+        assert await env.market.burned_of() == 2 * BOND
 
-        # wallets to the wei: the client escrowed the reward and got it back with both
-        # bonds; each miner lost its bond; everyone paid its own gas
+        # wallets to the wei: the client escrowed the reward and got just that back; each
+        # miner lost its bond to the burn, not to the client; everyone paid its own gas
         after = {i: await env.balance(i) for i in (CLIENT, *MINERS)}
-        assert after[CLIENT] == before[CLIENT] + 2 * BOND - await env.gas_paid_wei(CLIENT)
+        assert after[CLIENT] == before[CLIENT] - await env.gas_paid_wei(CLIENT)
+        assert await env.balance(ARBITER) == before_arbiter - await env.gas_paid_wei(ARBITER)
         for index in MINERS:
             assert after[index] == before[index] - BOND - await env.gas_paid_wei(index)
 
 
-async def test_silent_arbiter_lets_the_daemons_finalize_and_withdraw(tmp_path: Path) -> None:
+async def test_silent_arbiter_lets_the_daemons_finalize_and_be_paid(tmp_path: Path) -> None:
     async with open_market(tmp_path) as env:
         before = {i: await env.balance(i) for i in (CLIENT, *MINERS)}
         miners, task_id, _ = await _disputed_task(env, tmp_path)
 
         await env.warp(ARBITRATION_WINDOW_S + 60)  # the arbiter never rules
         await env.until(lambda: all(phase_name(m, task_id) == "withdrawn" for m in miners),
-                        60, "the daemons to finalize and withdraw")
+                        60, "the daemons to finalize (which pays them)")
 
         assert await env.market.state_of(task_id) is TaskState.SETTLED
         finalized = [m for m in miners if ("finalize", "mined") in txs_of(m, task_id)]
@@ -117,8 +117,8 @@ async def test_silent_arbiter_lets_the_daemons_finalize_and_withdraw(tmp_path: P
         group = await env.market.members_of(task_id)
         shares = dict(zip(group, equal_shares(REWARD, len(group)), strict=True))
         for miner in miners:
-            assert [w.amount_wei for w in await env.market.get_withdrawn(
-                account=miner.address)] == [shares[miner.address] + BOND]
+            assert await env.market.credit_of(miner.address) == 0  # pushed, not credited
+            assert "withdraw" not in [p for p, _ in txs_of(miner, task_id)]
             reputation = await env.market.reputation_of(miner.address)
             assert (reputation.completed, reputation.disputes_lost) == (1, 0)
         assert await env.market.credit_of(env.address(CLIENT)) == 0

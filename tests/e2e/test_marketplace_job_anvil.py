@@ -63,7 +63,7 @@ async def test_post_train_search_verify_accept_withdraw(devnet: Devnet, tmp_path
             settings = load_miner_settings(
                 data_dir=str(tmp_path / f"m{index}"), chain={"deployment_file": str(deployment)},
                 http={"port": free_port()}, indexer={"poll_interval_s": 0.05},
-                tx={"poll_interval_s": 0.05})
+                tx={"poll_interval_s": 0.05}, policy={"arbiters": [devnet.accounts[9].address]})
             supervisor = JobSupervisor(settings.paths(), devnet.accounts[index])
             services = await stack.enter_async_context(open_miner(
                 settings, devnet.accounts[index], supervisor.on_group_formed,
@@ -99,9 +99,9 @@ async def test_post_train_search_verify_accept_withdraw(devnet: Devnet, tmp_path
             await asyncio.gather(*loops)
     assert await client.state_of(task_id) is TaskState.SETTLED
     group = await client.members_of(task_id)
+    view = await client.get_task(task_id)
+    assert view.miners_paid and view.signed_slots == 0b11  # both signed: both paid
     for address, share in zip(group, equal_shares(REWARD, 2), strict=True):
-        withdrawn = await client.get_withdrawn(account=address)
-        assert [w.amount_wei for w in withdrawn] == [share + BOND]
-        assert await client.credit_of(address) == 0
-        # wallet: + share, less gas for register, claim (bond), submit/withdraw
+        assert await client.credit_of(address) == 0  # pushed by accept, nothing credited
+        # wallet: + share, less gas for register, claim (bond), submit
         assert await devnet.rpc.get_balance(address) > before[address] + share - 10**16
