@@ -43,7 +43,14 @@ from client.verify import (
     WEIGHTS_FILE,
     verify_folder,
 )
-from node.chain.models import ZERO_ADDRESS, TaskParams, TaskView, TxReceipt, checksum_address
+from node.chain.models import (
+    ZERO_ADDRESS,
+    TaskParams,
+    TaskView,
+    TxReceipt,
+    checksum_address,
+    min_bond_wei,
+)
 from node.documents.spec import TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -62,7 +69,7 @@ class SubmitRequest(BaseModel):
     spec_path: Path
     reward_wei: int
     token: str = ZERO_ADDRESS
-    bond_wei: int = 0
+    bond_wei: int | None = None  # None: the market's floor (min_bond_wei)
     slots: int = 1
     claim_window_s: int = 3600
     work_window_s: int = 86400
@@ -91,7 +98,9 @@ def task_params(request: SubmitRequest, spec: TaskSpec, arbiter: str) -> TaskPar
     validation = request.validation_hash or _hex(keccak(b""))
     try:
         return TaskParams(
-            token=request.token, reward_wei=request.reward_wei, bond_wei=request.bond_wei,
+            token=request.token, reward_wei=request.reward_wei,
+            bond_wei=min_bond_wei(request.reward_wei, request.slots)
+            if request.bond_wei is None else request.bond_wei,
             slots=request.slots, claim_window_s=request.claim_window_s,
             work_window_s=request.work_window_s, review_window_s=request.review_window_s,
             arbitration_window_s=request.arbitration_window_s, arbiter=arbiter,

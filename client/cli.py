@@ -143,7 +143,9 @@ def task_submit(
     reward: Annotated[str, typer.Option(help="Reward: 0.5eth, 500gwei, 12wei or wei.")],
     arbiter: Annotated[str, typer.Option(help="Arbiter address (not you).")],
     slots: Annotated[int, typer.Option(min=1, max=32, help="Miner slots.")] = 1,
-    bond: Annotated[str, typer.Option(help="Bond per slot, same units as --reward.")] = "0",
+    bond: Annotated[str | None, typer.Option(
+        help="Bond per slot, same units as --reward (default: the market's floor, 1% of a "
+             "slot's share).")] = None,
     token: Annotated[str, typer.Option(help="ERC-20 address (default: native coin).")] =
         ZERO_ADDRESS,
     claim_window: Annotated[str, typer.Option(help="90s, 30m, 2h, 1d…")] = "1h",
@@ -161,7 +163,8 @@ def task_submit(
 
     state = _state(ctx)
     request = SubmitRequest(
-        spec_path=spec, reward_wei=parse_amount_wei(reward), bond_wei=parse_amount_wei(bond),
+        spec_path=spec, reward_wei=parse_amount_wei(reward),
+        bond_wei=None if bond is None else parse_amount_wei(bond),
         token=token, slots=slots, claim_window_s=parse_duration_s(claim_window),
         work_window_s=parse_duration_s(work_window),
         review_window_s=parse_duration_s(review_window),

@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 from eth_utils.address import is_checksum_address, to_checksum_address
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    model_validator,
+)
 
 from node.chain.errors import DeploymentError, InvalidAddress, InvalidHash
 
@@ -93,8 +100,23 @@ class TaskState(IntEnum):
     EXPIRED = 7
 
 
+#: The contract's bond floor: a bond is at least 1/MIN_BOND_DIVISOR of a slot's share.
+MIN_BOND_DIVISOR = 100
+#: The contract's window bounds, in seconds.
+MAX_WINDOWS_S = {"claim_window_s": 30 * 86400, "work_window_s": 180 * 86400,
+                 "review_window_s": 30 * 86400, "arbitration_window_s": 30 * 86400}
+
+
+def min_bond_wei(reward_wei: int, slots: int) -> int:
+    """The smallest bond the contract takes for a task (never zero)."""
+    per = MIN_BOND_DIVISOR * max(1, slots)
+    return max(1, -(-reward_wei // per))
+
+
 class TaskParams(_Frozen):
-    """What a client posts (the contract's ``TaskParams``); ``token`` zero = native coin."""
+    """What a client posts (the contract's ``TaskParams``); ``token`` zero = native coin.
+    The contract's own refusals (a bond under the floor, a window beyond its bound) are
+    checked here first, so they are named before anything is signed."""
 
     token: Address = ZERO_ADDRESS
     reward_wei: Annotated[int, Field(gt=0, le=UINT96_MAX)]
@@ -107,6 +129,18 @@ class TaskParams(_Frozen):
     arbiter: Address
     spec_hash: Hash32
     validation_hash: Hash32
+
+    @model_validator(mode="after")
+    def _market_bounds(self) -> TaskParams:
+        floor = min_bond_wei(self.reward_wei, self.slots)
+        if self.bond_wei < floor:
+            raise ValueError(f"bond_wei {self.bond_wei} is below the market's floor {floor} "
+                             f"(1/{MIN_BOND_DIVISOR} of a slot's share)")
+        for name, bound in MAX_WINDOWS_S.items():
+            if getattr(self, name) > bound:
+                raise ValueError(f"{name} {getattr(self, name)} is beyond the market's bound "
+                                 f"{bound}")
+        return self
 
     @property
     def is_native(self) -> bool:
