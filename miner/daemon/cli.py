@@ -74,6 +74,9 @@ def init(ctx: typer.Context,
          rpc_url: Annotated[list[str] | None, typer.Option(help="JSON-RPC URL(s).")] = None,
          public_url: Annotated[str | None, typer.Option(help="URL peers reach.")] = None,
          gpus: Annotated[int | None, typer.Option()] = None,
+         arbiter: Annotated[list[str] | None, typer.Option(
+             help="An arbiter you trust to rule on disputes of your work (repeatable); "
+                  "tasks naming any other are not claimed.")] = None,
          force: Annotated[bool, typer.Option(help="Overwrite the TOML file.")] = False,
          as_json: JsonOpt = False) -> None:
     """Create an encrypted keystore and write a settings file that uses it."""
@@ -81,7 +84,7 @@ def init(ctx: typer.Context,
         raise ConfigError(f"{config_out} exists (use --force to overwrite)")
     settings = _settings(ctx, chain={"rpc_urls": rpc_url or None},
                          identity={"keystore": name}, http={"public_url": public_url},
-                         capacity={"gpus": gpus})
+                         capacity={"gpus": gpus}, policy={"arbiters": arbiter or None})
     identity = settings.identity
     password = PasswordSource(identity.password_env, identity.password_file).resolve(
         environment(), confirm=True)
@@ -92,7 +95,10 @@ def init(ctx: typer.Context,
     _emit(as_json, {"address": info.address, "keystore": str(info.path),
                     "config": str(config_out)},
           [f"keystore [bold]{info.name}[/] {info.address} → {info.path}",
-           f"settings → {config_out}"])
+           f"settings → {config_out}"]
+          + ([] if settings.policy.arbiters else [
+              "no arbiter trusted yet: this miner claims nothing until the setting "
+              "policy.arbiters names one (or run init again with --arbiter)"]))
 
 
 @app.command()
