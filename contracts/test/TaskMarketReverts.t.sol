@@ -2,11 +2,16 @@
 pragma solidity ^0.8.28;
 
 import {MarketFixture} from "./utils/MarketFixture.sol";
-import {FeeOnTransferToken, RejectingClient} from "./utils/Mocks.sol";
+import {FeeOnTransferToken} from "./utils/Mocks.sol";
 import {TaskMarket} from "../src/TaskMarket.sol";
 
-/// @notice Every custom error, raised by the call that should raise it, and nothing changes.
+/// @notice Every custom error (but TaskMarketTooManyTokens, which needs 65,535 tokens), raised by
+/// the call that should raise it, and nothing changes.
 contract TaskMarketRevertsTest is MarketFixture {
+    function _expectWrongState(uint256 taskId, TaskMarket.State state) internal {
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketWrongState.selector, taskId, state));
+    }
+
     function test_unknownTask() public {
         vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketUnknownTask.selector, 0));
         market.getTask(0);
@@ -14,23 +19,24 @@ contract TaskMarketRevertsTest is MarketFixture {
         market.stateOf(1);
         vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketUnknownTask.selector, 5));
         vm.prank(miners[0]);
-        market.claim(5);
+        market.claim(5, new address[](0));
         vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketUnknownTask.selector, 3));
-        market.expire(3);
-        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketUnknownTask.selector, 3));
-        market.membersOf(3);
+        market.expire(3, new address[](0));
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketUnknownTask.selector, 99));
+        market.checkIn(99, new address[](0), EVIDENCE);
     }
 
     function test_wrongState() public {
         uint256 taskId = _running(address(0), 1);
+        address[] memory group = groupOf[taskId];
         _expectWrongState(taskId, TaskMarket.State.Running);
         vm.prank(miners[1]);
-        market.claim{value: 1 ether}(taskId);
+        market.claim{value: BOND}(taskId, group);
         _expectWrongState(taskId, TaskMarket.State.Running);
         vm.prank(client);
-        market.accept(taskId);
+        market.accept(taskId, group);
         _expectWrongState(taskId, TaskMarket.State.Running);
-        market.finalize(taskId);
+        market.finalize(taskId, group);
         _expectWrongState(taskId, TaskMarket.State.Running);
         vm.prank(client);
         market.cancel(taskId);
@@ -39,161 +45,143 @@ contract TaskMarketRevertsTest is MarketFixture {
         market.dispute(taskId, bytes32(0));
         _expectWrongState(taskId, TaskMarket.State.Running);
         vm.prank(arbiter);
-        market.resolve(taskId, true);
+        market.resolve(taskId, true, group);
+        _expectWrongState(taskId, TaskMarket.State.Running);
+        vm.prank(miners[0]);
+        market.endorse(taskId, group);
 
-        _submit(taskId, _equalShares(10 ether, 1));
+        _submitAll(taskId);
         _expectWrongState(taskId, TaskMarket.State.Submitted);
-        market.expire(taskId);
-        vm.prank(client);
-        market.accept(taskId);
+        market.expire(taskId, group);
+        _accept(taskId);
         _expectWrongState(taskId, TaskMarket.State.Settled);
         vm.prank(client);
-        market.accept(taskId);
-        bytes[] memory sigs = _signatures(taskId, ROOT, _equalShares(10 ether, 1));
+        market.accept(taskId, group);
+        // everyone signed: nothing is left to claim late
         _expectWrongState(taskId, TaskMarket.State.Settled);
         vm.prank(miners[0]);
-        market.submitResult(taskId, ROOT, "", _equalShares(10 ether, 1), sigs);
+        market.checkIn(taskId, group, EVIDENCE);
+        bytes[] memory sigs = _signatures(taskId, ROOT, 0);
+        _expectWrongState(taskId, TaskMarket.State.Settled);
+        vm.prank(miners[0]);
+        market.submitResult(taskId, ROOT, "", group, sigs);
     }
 
-    function test_wrongState_submitBeforeGroupStarts() public {
+    function test_wrongState_submitBeforeGroupStarts_andCheckInWhileOpen() public {
         uint256 taskId = _postNative(2);
         _claim(taskId, miners[0]);
-        uint96[] memory shares = _equalShares(10 ether, 1);
-        bytes[] memory sigs = _signatures(taskId, ROOT, shares);
+        bytes[] memory sigs = _signatures(taskId, ROOT, 0);
+        address[] memory group = groupOf[taskId];
         _expectWrongState(taskId, TaskMarket.State.Open);
         vm.prank(miners[0]);
-        market.submitResult(taskId, ROOT, "", shares, sigs);
+        market.submitResult(taskId, ROOT, "", group, sigs);
+        _expectWrongState(taskId, TaskMarket.State.Open);
+        vm.prank(miners[0]);
+        market.checkIn(taskId, group, EVIDENCE);
     }
 
-    function _expectWrongState(uint256 taskId, TaskMarket.State state) internal {
-        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketWrongState.selector, taskId, state));
-    }
-
-    function test_notClient() public {
+    function test_notClient_notArbiter() public {
         uint256 taskId = _submitted(address(0), 1);
+        address[] memory group = groupOf[taskId];
         vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketNotClient.selector, taskId, miners[0]));
         vm.prank(miners[0]);
-        market.accept(taskId);
+        market.accept(taskId, group);
         vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketNotClient.selector, taskId, arbiter));
         vm.prank(arbiter);
         market.dispute(taskId, bytes32(0));
+        vm.prank(client);
+        market.dispute(taskId, bytes32(0));
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketNotArbiter.selector, taskId, client));
+        vm.prank(client);
+        market.resolve(taskId, false, group);
         uint256 open = _postNative(1);
         vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketNotClient.selector, open, stranger));
         vm.prank(stranger);
         market.cancel(open);
     }
 
-    function test_notLeader() public {
-        uint256 taskId = _running(address(0), 2);
-        uint96[] memory shares = _equalShares(10 ether, 2);
-        bytes[] memory sigs = _signatures(taskId, ROOT, shares);
-        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketNotLeader.selector, taskId, miners[1]));
-        vm.prank(miners[1]);
-        market.submitResult(taskId, ROOT, "", shares, sigs);
-        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketNotLeader.selector, taskId, client));
-        vm.prank(client);
-        market.submitResult(taskId, ROOT, "", shares, sigs);
-    }
-
-    function test_notArbiter() public {
-        uint256 taskId = _submitted(address(0), 1);
-        vm.prank(client);
-        market.dispute(taskId, bytes32(0));
-        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketNotArbiter.selector, taskId, client));
-        vm.prank(client);
-        market.resolve(taskId, false);
-        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketNotArbiter.selector, taskId, miners[0]));
-        vm.prank(miners[0]);
-        market.resolve(taskId, true);
-    }
-
     function test_deadlinePassed() public {
-        uint256 claimDeadline = block.timestamp + CLAIM_WINDOW;
         uint256 open = _postNative(1);
+        uint64 claimDeadline = market.getTask(open).claimDeadline;
         vm.warp(claimDeadline + 1);
-        _expectPassed(open, claimDeadline);
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketDeadlinePassed.selector, open, claimDeadline));
         vm.prank(miners[0]);
-        market.claim{value: 1 ether}(open);
-        _expectPassed(open, claimDeadline);
+        market.claim{value: BOND}(open, new address[](0));
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketDeadlinePassed.selector, open, claimDeadline));
         vm.prank(client);
         market.cancel(open);
 
         uint256 taskId = _running(address(0), 1);
-        uint256 workDeadline = block.timestamp + WORK_WINDOW;
+        address[] memory group = groupOf[taskId];
+        uint64 workDeadline = market.getTask(taskId).workDeadline;
         vm.warp(workDeadline + 1);
-        uint96[] memory shares = _equalShares(10 ether, 1);
-        bytes[] memory sigs = _signatures(taskId, ROOT, shares);
-        _expectPassed(taskId, workDeadline);
+        bytes[] memory sigs = _signatures(taskId, ROOT, 0);
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketDeadlinePassed.selector, taskId, workDeadline));
         vm.prank(miners[0]);
-        market.submitResult(taskId, ROOT, "", shares, sigs);
+        market.submitResult(taskId, ROOT, "", group, sigs);
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketDeadlinePassed.selector, taskId, workDeadline));
+        vm.prank(miners[0]);
+        market.checkIn(taskId, group, EVIDENCE);
 
-        taskId = _submitted(address(0), 1);
-        uint256 reviewDeadline = block.timestamp + REVIEW_WINDOW;
-        vm.warp(reviewDeadline + 1);
-        _expectPassed(taskId, reviewDeadline);
+        uint256 submitted = _submitted(address(0), 1);
+        uint64 review = market.getTask(submitted).settleDeadline;
+        vm.warp(review + 1);
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketDeadlinePassed.selector, submitted, review));
         vm.prank(client);
-        market.dispute(taskId, bytes32(0));
+        market.dispute(submitted, bytes32(0));
 
-        taskId = _submitted(address(0), 1);
+        uint256 disputed = _submitted(address(0), 1);
         vm.prank(client);
-        market.dispute(taskId, bytes32(0));
-        uint256 arbitrationDeadline = block.timestamp + ARBITRATION_WINDOW;
-        vm.warp(arbitrationDeadline + 1);
-        _expectPassed(taskId, arbitrationDeadline);
+        market.dispute(disputed, bytes32(0));
+        uint64 arbitration = market.getTask(disputed).settleDeadline;
+        vm.warp(arbitration + 1);
+        address[] memory dgroup = groupOf[disputed];
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketDeadlinePassed.selector, disputed, arbitration));
         vm.prank(arbiter);
-        market.resolve(taskId, false);
-    }
-
-    function _expectPassed(uint256 taskId, uint256 deadline) internal {
-        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketDeadlinePassed.selector, taskId, uint64(deadline)));
+        market.resolve(disputed, true, dgroup);
     }
 
     function test_deadlineNotReached() public {
         uint256 open = _postNative(1);
-        vm.warp(block.timestamp + CLAIM_WINDOW);
-        _expectNotReached(open, block.timestamp);
-        market.expire(open);
-
+        uint64 claimDeadline = market.getTask(open).claimDeadline;
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketDeadlineNotReached.selector, open, claimDeadline));
+        market.expire(open, new address[](0));
         uint256 taskId = _running(address(0), 1);
-        vm.warp(block.timestamp + WORK_WINDOW);
-        _expectNotReached(taskId, block.timestamp);
-        market.expire(taskId);
-
-        taskId = _submitted(address(0), 1);
-        uint256 reviewDeadline = block.timestamp + REVIEW_WINDOW;
-        _expectNotReached(taskId, reviewDeadline);
-        market.finalize(taskId);
-        vm.prank(client);
-        market.dispute(taskId, bytes32(0));
-        vm.warp(block.timestamp + ARBITRATION_WINDOW);
-        _expectNotReached(taskId, block.timestamp);
-        market.finalize(taskId);
-    }
-
-    function _expectNotReached(uint256 taskId, uint256 deadline) internal {
-        vm.expectRevert(
-            abi.encodeWithSelector(TaskMarket.TaskMarketDeadlineNotReached.selector, taskId, uint64(deadline))
-        );
+        address[] memory group = groupOf[taskId];
+        uint64 workDeadline = market.getTask(taskId).workDeadline;
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketDeadlineNotReached.selector, taskId, workDeadline));
+        market.expire(taskId, group);
+        _submitAll(taskId);
+        uint64 review = market.getTask(taskId).settleDeadline;
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketDeadlineNotReached.selector, taskId, review));
+        market.finalize(taskId, group);
+        // a sweep waits for the settle deadline, so a member left out can still answer
+        uint256 partialTask = _running(address(0), 3);
+        _submitBy(partialTask, 0, 2);
+        _accept(partialTask);
+        uint64 settle = market.getTask(partialTask).settleDeadline;
+        address[] memory pgroup = groupOf[partialTask];
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketDeadlineNotReached.selector, partialTask, settle));
+        market.sweep(partialTask, pgroup);
     }
 
     function test_wrongPayment() public {
-        TaskMarket.TaskParams memory p = _params(address(0), 10 ether, 1 ether, 1);
-        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketWrongPayment.selector, 10 ether, 9 ether));
+        TaskMarket.TaskParams memory p = _params(address(0), REWARD, BOND, 1);
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketWrongPayment.selector, REWARD, REWARD - 1));
         vm.prank(client);
-        market.postTask{value: 9 ether}(p, "");
-        p.token = address(mtt);
+        market.postTask{value: REWARD - 1}(p, "");
+        p = _params(address(mtt), REWARD, BOND, 1);
         vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketWrongPayment.selector, 0, 1));
         vm.prank(client);
         market.postTask{value: 1}(p, "");
-
-        uint256 taskId = _postNative(2);
-        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketWrongPayment.selector, 1 ether, 0));
+        uint256 taskId = _postNative(1);
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketWrongPayment.selector, BOND, 0));
         vm.prank(miners[0]);
-        market.claim(taskId);
-        uint256 tokenTask = _postToken(2);
-        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketWrongPayment.selector, 0, 1 ether));
+        market.claim(taskId, new address[](0));
+        uint256 tokenTask = _post(_params(address(mtt), REWARD, BOND, 1));
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketWrongPayment.selector, 0, BOND));
         vm.prank(miners[0]);
-        market.claim{value: 1 ether}(tokenTask);
+        market.claim{value: BOND}(tokenTask, new address[](0));
     }
 
     function test_feeOnTransferToken_isRefused() public {
@@ -210,143 +198,133 @@ contract TaskMarketRevertsTest is MarketFixture {
         assertEq(market.taskCount(), 0, "nothing posted");
     }
 
-    function test_nativeTransferFailed() public {
-        RejectingClient rejecting = new RejectingClient();
-        uint256 taskId = rejecting.post{value: 2 ether}(market, _params(address(0), 2 ether, 0, 1));
-        rejecting.cancel(market, taskId);
-        vm.expectRevert(
-            abi.encodeWithSelector(TaskMarket.TaskMarketNativeTransferFailed.selector, address(rejecting), 2 ether)
-        );
-        rejecting.withdraw(market);
-        assertEq(market.creditOf(address(rejecting), address(0)), 2 ether, "credit kept for a later try");
-    }
-
-    function test_notRegistered() public {
-        uint256 taskId = _postNative(1);
-        vm.deal(stranger, 1 ether);
-        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketNotRegistered.selector, stranger));
-        vm.prank(stranger);
-        market.claim{value: 1 ether}(taskId);
-    }
-
-    function test_alreadyClaimed() public {
+    function test_alreadyClaimed_partyCannotClaim_claimsExist() public {
         uint256 taskId = _postNative(3);
         _claim(taskId, miners[0]);
-        _claim(taskId, miners[1]);
+        address[] memory group = groupOf[taskId];
         vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketAlreadyClaimed.selector, taskId, miners[0]));
         vm.prank(miners[0]);
-        market.claim{value: 1 ether}(taskId);
-    }
-
-    function test_partyCannotClaim() public {
-        uint256 taskId = _postNative(3);
-        vm.prank(client);
-        market.register("http://client.example");
-        vm.prank(arbiter);
-        market.register("http://arbiter.example");
-        vm.deal(arbiter, 1 ether);
+        market.claim{value: BOND}(taskId, group);
+        vm.deal(arbiter, 10 ether);
         vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketPartyCannotClaim.selector, taskId, client));
         vm.prank(client);
-        market.claim{value: 1 ether}(taskId);
+        market.claim{value: BOND}(taskId, group);
         vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketPartyCannotClaim.selector, taskId, arbiter));
         vm.prank(arbiter);
-        market.claim{value: 1 ether}(taskId);
-    }
-
-    function test_claimsExist() public {
-        uint256 taskId = _postNative(2);
-        _claim(taskId, miners[0]);
+        market.claim{value: BOND}(taskId, group);
         vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketClaimsExist.selector, taskId, 1));
         vm.prank(client);
         market.cancel(taskId);
     }
 
-    function test_lengthMismatch() public {
-        uint256 taskId = _running(address(0), 2);
-        uint96[] memory shares = _equalShares(10 ether, 2);
-        bytes[] memory sigs = _signatures(taskId, ROOT, shares);
-        uint96[] memory oneShare = _equalShares(10 ether, 1);
-        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketLengthMismatch.selector, taskId, 2, 1, 2));
+    function test_wrongGroup_staleOrForgedLists() public {
+        uint256 taskId = _postNative(3);
+        _claim(taskId, miners[0]);
+        // stale: the list before the last claim (a duplicate could hide behind it)
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketWrongGroup.selector, taskId, 0));
         vm.prank(miners[0]);
-        market.submitResult(taskId, ROOT, "", oneShare, sigs);
-        bytes[] memory oneSig = new bytes[](1);
-        oneSig[0] = sigs[0];
-        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketLengthMismatch.selector, taskId, 2, 2, 1));
+        market.claim{value: BOND}(taskId, new address[](0));
+        _claim(taskId, miners[1]);
+        _claim(taskId, miners[2]);
+        address[] memory forged = new address[](3);
+        forged[0] = miners[1];
+        forged[1] = miners[0];
+        forged[2] = miners[2];
+        bytes[] memory sigs = new bytes[](3);
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketWrongGroup.selector, taskId, 3));
         vm.prank(miners[0]);
-        market.submitResult(taskId, ROOT, "", shares, oneSig);
+        market.submitResult(taskId, ROOT, "", forged, sigs);
+        forged[1] = stranger; // a stranger listing itself to be paid
+        vm.warp(_now() + WORK_WINDOW + 1);
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketWrongGroup.selector, taskId, 3));
+        market.expire(taskId, forged);
     }
 
-    function test_badShares() public {
-        uint256 taskId = _running(address(0), 2);
-        uint96[] memory shares = _equalShares(10 ether, 2);
-        shares[1] += 1;
-        bytes[] memory sigs = _signatures(taskId, ROOT, shares);
-        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketBadShares.selector, taskId, 10 ether + 1, 10 ether));
-        vm.prank(miners[0]);
-        market.submitResult(taskId, ROOT, "", shares, sigs);
-    }
-
-    function test_badSignature() public {
+    function test_lengthMismatch_noQuorum_badSignature_zeroRoot() public {
         uint256 taskId = _running(address(0), 3);
-        uint96[] memory shares = _equalShares(10 ether, 3);
-        bytes[] memory sigs = _signatures(taskId, ROOT, shares);
-        bytes32 digest = market.resultDigest(taskId, ROOT, shares);
-
-        bytes[] memory swapped = _copy(sigs);
-        (swapped[1], swapped[2]) = (sigs[2], sigs[1]);
-        _expectBadSignature(taskId, 1);
+        address[] memory group = groupOf[taskId];
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketLengthMismatch.selector, taskId, 3, 2));
         vm.prank(miners[0]);
-        market.submitResult(taskId, ROOT, "", shares, swapped);
-
-        bytes[] memory outsider = _copy(sigs);
-        outsider[2] = _sign(keyOf[miners[5]], digest);
-        _expectBadSignature(taskId, 2);
+        market.submitResult(taskId, ROOT, "", group, new bytes[](2));
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketNoQuorum.selector, taskId, 1, 2));
         vm.prank(miners[0]);
-        market.submitResult(taskId, ROOT, "", shares, outsider);
-
-        bytes[] memory otherRoot = _signatures(taskId, keccak256("other"), shares);
-        _expectBadSignature(taskId, 0);
+        market.submitResult(taskId, ROOT, "", group, new bytes[](3));
+        // a signature over another root, or by another key, is refused (not skipped)
+        bytes[] memory sigs = _signatures(taskId, keccak256("other"), 2);
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketBadSignature.selector, taskId, 1));
         vm.prank(miners[0]);
-        market.submitResult(taskId, ROOT, "", shares, otherRoot);
-
-        bytes[] memory malformed = _copy(sigs);
-        malformed[0] = hex"1234";
-        _expectBadSignature(taskId, 0);
+        market.submitResult(taskId, ROOT, "", group, sigs);
+        sigs = new bytes[](3);
+        sigs[1] = _sign(keyOf[miners[2]], market.resultDigest(taskId, ROOT));
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketBadSignature.selector, taskId, 1));
         vm.prank(miners[0]);
-        market.submitResult(taskId, ROOT, "", shares, malformed);
-    }
-
-    function _copy(bytes[] memory sigs) internal pure returns (bytes[] memory out) {
-        out = new bytes[](sigs.length);
-        for (uint256 i; i < sigs.length; ++i) {
-            out[i] = sigs[i];
-        }
-    }
-
-    function _expectBadSignature(uint256 taskId, uint256 index) internal {
-        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketBadSignature.selector, taskId, index));
-    }
-
-    function test_zeroResultRoot() public {
-        uint256 taskId = _running(address(0), 1);
-        uint96[] memory shares = _equalShares(10 ether, 1);
-        bytes[] memory sigs = _signatures(taskId, bytes32(0), shares);
+        market.submitResult(taskId, ROOT, "", group, sigs);
+        sigs[1] = hex"0102";
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketBadSignature.selector, taskId, 1));
+        vm.prank(miners[0]);
+        market.submitResult(taskId, ROOT, "", group, sigs);
+        bytes[] memory zeroSigs = _signatures(taskId, bytes32(0), 2);
         vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketZeroResultRoot.selector, taskId));
         vm.prank(miners[0]);
-        market.submitResult(taskId, bytes32(0), "", shares, sigs);
+        market.submitResult(taskId, bytes32(0), "", group, zeroSigs);
+        // a stranger cannot submit, even with a majority of the members' signatures
+        sigs = _signatures(taskId, ROOT, 7);
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketNotMember.selector, taskId, stranger));
+        vm.prank(stranger);
+        market.submitResult(taskId, ROOT, "", group, sigs);
+        assertEq(uint256(market.stateOf(taskId)), uint256(TaskMarket.State.Running), "unchanged");
     }
 
-    function test_nothingToWithdraw() public {
-        vm.expectRevert(
-            abi.encodeWithSelector(TaskMarket.TaskMarketNothingToWithdraw.selector, stranger, address(0))
-        );
-        vm.prank(stranger);
+    function test_nothingToWithdraw_nothingToSweep() public {
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketNothingToWithdraw.selector, client, address(0)));
+        vm.prank(client);
         market.withdraw(address(0));
-        vm.expectRevert(
-            abi.encodeWithSelector(TaskMarket.TaskMarketNothingToWithdraw.selector, miners[0], address(mtt))
-        );
-        vm.prank(miners[0]);
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketNothingToWithdraw.selector, client, address(mtt)));
+        vm.prank(client);
         market.withdraw(address(mtt));
+        uint256 taskId = _submitted(address(0), 2);
+        _accept(taskId);
+        address[] memory group = groupOf[taskId];
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketNothingToSweep.selector, taskId));
+        market.sweep(taskId, group); // everyone signed
+        uint256 partialTask = _running(address(0), 3);
+        _submitBy(partialTask, 0, 2);
+        _accept(partialTask);
+        vm.warp(_now() + REVIEW_WINDOW + 1);
+        address[] memory pgroup = groupOf[partialTask];
+        market.sweep(partialTask, pgroup);
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketNothingToSweep.selector, partialTask));
+        market.sweep(partialTask, pgroup); // once
+    }
+
+    function test_checkIn_endorse_refusals() public {
+        uint256 taskId = _running(address(0), 3);
+        address[] memory group = groupOf[taskId];
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketNoEvidence.selector, taskId));
+        vm.prank(miners[1]);
+        market.checkIn(taskId, group, bytes32(0));
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketNotMember.selector, taskId, stranger));
+        vm.prank(stranger);
+        market.checkIn(taskId, group, EVIDENCE);
+        _checkIn(taskId, miners[1]);
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketAlreadyCheckedIn.selector, taskId, miners[1]));
+        vm.prank(miners[1]);
+        market.checkIn(taskId, group, EVIDENCE);
+        _submitBy(taskId, 0, 3);
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketAlreadySigned.selector, taskId, miners[0]));
+        vm.prank(miners[0]);
+        market.endorse(taskId, group);
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketAlreadyCheckedIn.selector, taskId, miners[0]));
+        vm.prank(miners[0]);
+        market.checkIn(taskId, group, EVIDENCE); // a signer has nothing to check in for
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketNotMember.selector, taskId, stranger));
+        vm.prank(stranger);
+        market.endorse(taskId, group);
+        uint64 settle = market.getTask(taskId).settleDeadline;
+        vm.warp(settle + 1);
+        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketDeadlinePassed.selector, taskId, settle));
+        vm.prank(miners[2]);
+        market.endorse(taskId, group);
     }
 
     function test_invalidParams() public {
@@ -356,61 +334,44 @@ contract TaskMarketRevertsTest is MarketFixture {
         _expectPostRevert(p, abi.encodeWithSelector(TaskMarket.TaskMarketInvalidSlots.selector, 0));
         p.slots = 33;
         _expectPostRevert(p, abi.encodeWithSelector(TaskMarket.TaskMarketInvalidSlots.selector, 33));
-        p = _params(address(0), 1 ether, 1 ether, 1);
-        p.claimWindow = 0;
-        _expectPostRevert(p, abi.encodeWithSelector(TaskMarket.TaskMarketInvalidWindow.selector, "claimWindow", 0));
-        p = _params(address(0), 1 ether, 1 ether, 1);
-        p.workWindow = 0;
-        _expectPostRevert(p, abi.encodeWithSelector(TaskMarket.TaskMarketInvalidWindow.selector, "workWindow", 0));
-        p = _params(address(0), 1 ether, 1 ether, 1);
-        p.reviewWindow = 0;
-        _expectPostRevert(p, abi.encodeWithSelector(TaskMarket.TaskMarketInvalidWindow.selector, "reviewWindow", 0));
-        p = _params(address(0), 1 ether, 1 ether, 1);
-        p.arbitrationWindow = 0;
-        _expectPostRevert(
-            p, abi.encodeWithSelector(TaskMarket.TaskMarketInvalidWindow.selector, "arbitrationWindow", 0)
-        );
+        string[4] memory names = ["claimWindow", "workWindow", "reviewWindow", "arbitrationWindow"];
+        uint32[4] memory maxima = [
+            market.MAX_CLAIM_WINDOW(),
+            market.MAX_WORK_WINDOW(),
+            market.MAX_REVIEW_WINDOW(),
+            market.MAX_ARBITRATION_WINDOW()
+        ];
+        for (uint256 w; w < 4; ++w) {
+            for (uint256 bad; bad < 2; ++bad) {
+                uint32 value = bad == 0 ? 0 : maxima[w] + 1;
+                p = _params(address(0), 1 ether, 1 ether, 1);
+                if (w == 0) p.claimWindow = value;
+                if (w == 1) p.workWindow = value;
+                if (w == 2) p.reviewWindow = value;
+                if (w == 3) p.arbitrationWindow = value;
+                _expectPostRevert(p, abi.encodeWithSelector(TaskMarket.TaskMarketInvalidWindow.selector, names[w], value));
+            }
+        }
+        p = _params(address(0), 1 ether, 0, 1);
+        _expectPostRevert(p, abi.encodeWithSelector(TaskMarket.TaskMarketBondTooLow.selector, 0, 0.01 ether));
+        p = _params(address(0), 100 ether, 0.25 ether - 1, 4); // floor: 100 / (100 * 4)
+        _expectPostRevert(p, abi.encodeWithSelector(TaskMarket.TaskMarketBondTooLow.selector, 0.25 ether - 1, 0.25 ether));
         p = _params(address(0), 1 ether, 1 ether, 1);
         p.arbiter = address(0);
         _expectPostRevert(p, abi.encodeWithSelector(TaskMarket.TaskMarketInvalidArbiter.selector, address(0)));
         p.arbiter = client;
         _expectPostRevert(p, abi.encodeWithSelector(TaskMarket.TaskMarketInvalidArbiter.selector, client));
-        p = _params(address(0), 1 ether, 1 ether, 1);
-        p.workWindow = type(uint32).max;
-        uint256 latest = block.timestamp + CLAIM_WINDOW + uint256(type(uint32).max) + REVIEW_WINDOW + ARBITRATION_WINDOW;
-        _expectPostRevert(p, abi.encodeWithSelector(TaskMarket.TaskMarketBeyondTimeHorizon.selector, latest));
         assertEq(market.taskCount(), 0, "nothing posted");
+        vm.warp(uint256(type(uint32).max) - 1 days);
+        p = _params(address(0), 1 ether, 1 ether, 1);
+        uint256 latest = block.timestamp + CLAIM_WINDOW + WORK_WINDOW + REVIEW_WINDOW + ARBITRATION_WINDOW;
+        _expectPostRevert(p, abi.encodeWithSelector(TaskMarket.TaskMarketBeyondTimeHorizon.selector, latest));
     }
 
     function _expectPostRevert(TaskMarket.TaskParams memory p, bytes memory err) internal {
         vm.expectRevert(err);
         vm.prank(client);
         market.postTask{value: p.reward}(p, "");
-    }
-
-    function test_checkIn_refusals() public {
-        uint256 open = _postNative(2);
-        _claim(open, miners[0]);
-        vm.prank(miners[0]);
-        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketWrongState.selector, open, TaskMarket.State.Open));
-        market.checkIn(open);
-
-        uint256 taskId = _running(address(0), 2);
-        vm.prank(stranger);
-        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketNotMember.selector, taskId, stranger));
-        market.checkIn(taskId);
-        vm.prank(miners[1]);
-        market.checkIn(taskId);
-        vm.prank(miners[1]);
-        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketAlreadyCheckedIn.selector, taskId, miners[1]));
-        market.checkIn(taskId);
-        uint64 workDeadline = market.getTask(taskId).workDeadline;
-        vm.warp(workDeadline + 1);
-        vm.prank(miners[0]);
-        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketDeadlinePassed.selector, taskId, workDeadline));
-        market.checkIn(taskId);
-        vm.expectRevert(abi.encodeWithSelector(TaskMarket.TaskMarketUnknownTask.selector, 99));
-        market.checkIn(99);
     }
 
     function test_invalidEndpoint() public {

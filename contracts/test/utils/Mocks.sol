@@ -63,3 +63,21 @@ contract ReenteringClient {
         } catch {}
     }
 }
+
+/// @notice A group member that is a contract refusing the native coin: its payout must become a
+/// credit without blocking the other members' payouts.
+contract RejectingMiner {
+    function claim(TaskMarket market, uint256 taskId, address[] calldata group) external payable {
+        market.claim{value: msg.value}(taskId, group);
+    }
+
+    function submit(TaskMarket market, uint256 taskId, bytes32 root, address[] calldata group, bytes[] calldata sigs)
+        external
+    {
+        market.submitResult(taskId, root, "http://rejecting.example/result", group, sigs);
+    }
+
+    function withdraw(TaskMarket market) external {
+        market.withdraw(address(0));
+    }
+}
