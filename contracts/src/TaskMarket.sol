@@ -88,6 +88,7 @@ contract TaskMarket is EIP712, ReentrancyGuardTransient {
         bytes32 resultRoot;
         bytes32 group;
         bool minersPaid;
+        bool closed; // settled and nothing left to claim late (everyone signed, or swept)
         uint32 signedSlots;
         uint32 presentSlots;
     }
@@ -543,6 +544,7 @@ contract TaskMarket is EIP712, ReentrancyGuardTransient {
         v.resultRoot = t.resultRoot;
         v.group = t.group;
         v.minersPaid = t.flags & FLAG_MINERS_PAID != 0;
+        v.closed = state == State.Settled && !_lateClaimsOpen(t);
         uint256 marks = _marksOf(taskId, t);
         v.signedSlots = uint32(marks);
         v.presentSlots = uint32(marks >> 32);

@@ -199,6 +199,7 @@ class TaskView(_FromAbi):
     result_root: Hash32
     group: Hash32 = bytes(32)  # the members' hash chain (:func:`group_hash`)
     miners_paid: bool = False
+    closed: bool = False  # settled with nothing left to claim late (all signed, or swept)
     signed_slots: int = 0  # bit i: slot i signed the result
     present_slots: int = 0  # bit i: slot i checked in
 

@@ -4,11 +4,13 @@ The contract keeps no counters (they cost gas on every settlement and anyone cou
 them with 1-wei tasks posted to themselves). Instead the record is derived from each claimed
 task's final state: a task counts only if its reward reaches ``min_reward_wei``, and the
 record says how much value a miner was paid and by how many distinct clients, so a reader
-can tell a hundred tasks from one client from a hundred clients.
+can tell a hundred tasks from one client from a hundred clients. The minimum applies to the
+miner's own share, so a 32-slot task just above it does not count as 32 worthy tasks.
 
 - *completed*: settled in the miners' favour with this miner among the signers;
 - *disputes lost*: settled for the client with this miner among the signers;
-- *failed*: expired without a result.
+- *failed*: expired without a result while this miner stayed silent (a member that checked in
+  kept its bond: the contract does not blame it, and neither does the record).
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ def weigh_reputation(outcomes: Iterable[tuple[int, TaskView]], min_reward_wei: i
     completed = failed = lost = earned = 0
     clients: set[str] = set()
     for slot, view in outcomes:
-        if view.reward_wei < min_reward_wei:
+        if view.claimed == 0 or view.share_wei(slot) < min_reward_wei:
             continue
         if view.state is TaskState.EXPIRED:
-            failed += 1
+            failed += 0 if view.present(slot) else 1
         elif view.state is TaskState.SETTLED and view.signed(slot):
             if view.miners_paid:
                 completed += 1
