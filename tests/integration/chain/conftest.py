@@ -3,11 +3,14 @@
 The session fixture ``chain_session`` is parametrised over both backends; for each it
 connects an :class:`RpcPool`, funds a cast of local accounts (client, four miners, arbiter,
 an outsider; ``pauper`` stays unfunded), deploys MantaTestToken and TaskMarket through
-:func:`deploy_market`, registers the miners and mints them tokens. The function fixture
+:func:`deploy_market`, registers the miners' endpoints (claiming does not need it) and mints
+them tokens. The function fixture
 ``chain`` takes an ``evm_snapshot`` before each test and ``evm_revert``s after it (then
 resyncs every sender's nonce), so tests are isolated without redeploying.
 Time travel: ``await chain.increase_time(seconds)`` (``evm_increaseTime`` + ``evm_mine`` on
-anvil, ``testing_timeTravel`` on eth-tester).
+anvil, ``testing_timeTravel`` on eth-tester). Payouts are pushed by the settling call, so money
+is checked on balances: ``chain.balances(...)`` before and after, ``Chain.fee(receipt)`` for
+the gas an account paid itself.
 """
 
 from __future__ import annotations
@@ -102,7 +105,8 @@ class Chain:
 
     def market(self, who: str = "client") -> TaskMarket:
         """The market facade sending from ``who``'s account."""
-        return TaskMarket(self.pool, self.deployment.task_market, self.abis, self.senders[who])
+        return TaskMarket(self.pool, self.deployment.task_market, self.abis, self.senders[who],
+                          self.deployment.start_block)
 
     def token(self, who: str = "client") -> Erc20:
         assert self.deployment.token is not None
@@ -155,24 +159,37 @@ class Chain:
             await self.market(miner).claim(task_id)
 
     def signatures(
-        self, task_id: int, miners: list[str], shares: list[int], root: bytes = ROOT_HASH
-    ) -> list[bytes]:
+        self, task_id: int, miners: list[str], root: bytes = ROOT_HASH
+    ) -> dict[str, bytes]:
+        """``{member address: its EIP-712 signature of the result}`` for ``miners``."""
         from node.chain.signing import sign_result
 
-        return [
-            sign_result(self.accounts[m], self.pool.chain_id, self.deployment.task_market,
-                        task_id, root, shares)
+        return {
+            self.address(m): sign_result(self.accounts[m], self.pool.chain_id,
+                                         self.deployment.task_market, task_id, root)
             for m in miners
-        ]
+        }
 
     async def submit(
-        self, task_id: int, miners: list[str], shares: list[int], root: bytes = ROOT_HASH
+        self, task_id: int, miners: list[str], root: bytes = ROOT_HASH
     ) -> TxReceipt:
-        """The leader (``miners[0]``) submits with every member's signature."""
-        signatures = self.signatures(task_id, miners, shares, root)
+        """``miners[0]`` submits with the signatures of every one of ``miners`` (its own is
+        implied by sending); the contract wants a strict majority of the group among them."""
+        signatures = self.signatures(task_id, miners[1:], root)
         return await self.market(miners[0]).submit_result(
-            task_id, root, "http://miner0/result", shares, signatures
+            task_id, root, "http://miner0/result", signatures
         )
+
+    @staticmethod
+    def fee(receipt: TxReceipt) -> int:
+        """The wei the sender paid for ``receipt``'s gas."""
+        return receipt.gas_used * receipt.effective_gas_price_wei
+
+    async def balances(self, *who: str) -> dict[str, int]:
+        """Native balances by cast name, plus the market's own under ``"market"``."""
+        found = {name: await self.balance(name) for name in who}
+        found["market"] = await self.pool.get_balance(self.deployment.task_market)
+        return found
 
     async def snapshot(self) -> Any:
         return await self.pool.request("evm_snapshot", [])

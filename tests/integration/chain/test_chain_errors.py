@@ -27,8 +27,12 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 Chain = Any  # the conftest's Chain
 ETHER = 10**18
 #: Errors no test can trigger without a hostile contract (a fee-on-transfer token, a payee that
-#: rejects the native coin); they decode through the same table as the others.
-UNTRIGGERED = {"TaskMarketFeeOnTransfer", "TaskMarketNativeTransferFailed"}
+#: rejects the native coin), or without posting tasks in 65,535 different tokens first
+#: (TooManyTokens: the contract numbers tokens in 16 bits); they decode through the same
+#: table as the others.
+UNTRIGGERED = {"TaskMarketFeeOnTransfer", "TaskMarketNativeTransferFailed",
+               "TaskMarketTooManyTokens"}
+EVIDENCE = b"\x0e" * 32  # a checkpoint's hash, as a member commits to it when checking in
 
 Scenario = Callable[[Any], Awaitable[tuple[str, Callable[[], Awaitable[Any]], str]]]
 SCENARIOS: dict[str, Scenario] = {}
@@ -68,21 +72,11 @@ async def _not_client(chain: Chain) -> Any:
     return "miner0", act, f"TaskMarketNotClient(taskId={tid}, caller={who})"
 
 
-@scenario("TaskMarketNotLeader")
-async def _not_leader(chain: Chain) -> Any:
-    tid = await chain.post(slots=2)
-    await chain.claim(tid, ["miner0", "miner1"])
-    shares = [ETHER // 2, ETHER // 2]
-    sigs = chain.signatures(tid, ["miner0", "miner1"], shares)
-    act = lambda: chain.market("miner1").submit_result(tid, chain.ROOT_HASH, "u", shares, sigs)  # noqa: E731
-    return "miner1", act, f"TaskMarketNotLeader(taskId={tid}, caller={chain.address('miner1')})"
-
-
 @scenario("TaskMarketNotArbiter")
 async def _not_arbiter(chain: Chain) -> Any:
     tid = await chain.post()
     await chain.claim(tid, ["miner0"])
-    await chain.submit(tid, ["miner0"], [ETHER])
+    await chain.submit(tid, ["miner0"])
     await chain.market().dispute(tid, b"\x01" * 32)
     act = lambda: chain.market("client").resolve(tid, False)  # noqa: E731
     return "client", act, f"TaskMarketNotArbiter(taskId={tid}, caller={chain.address('client')})"
@@ -101,7 +95,7 @@ async def _deadline_passed(chain: Chain) -> Any:
 async def _deadline_not_reached(chain: Chain) -> Any:
     tid = await chain.post()
     await chain.claim(tid, ["miner0"])
-    await chain.submit(tid, ["miner0"], [ETHER])
+    await chain.submit(tid, ["miner0"])
     deadline = (await chain.market().get_task(tid)).settle_deadline
     act = lambda: chain.market("outsider").finalize(tid)  # noqa: E731
     return "outsider", act, f"TaskMarketDeadlineNotReached(taskId={tid}, deadline={deadline})"
@@ -111,16 +105,19 @@ async def _deadline_not_reached(chain: Chain) -> Any:
 async def _wrong_payment(chain: Chain) -> Any:
     tid = await chain.post()
     market = chain.market("miner0")
-    data = market.codec.encode_call("claim", tid)
+    data = market.codec.encode_call("claim", tid, [])
     act = lambda: market.sender.send(market.address, data, value_wei=1)  # noqa: E731
     return "miner0", act, f"TaskMarketWrongPayment(expected={ETHER // 10}, sent=1)"
 
 
-@scenario("TaskMarketNotRegistered")
-async def _not_registered(chain: Chain) -> Any:
-    tid = await chain.post()
-    act = lambda: chain.market("outsider").claim(tid)  # noqa: E731
-    return "outsider", act, f"TaskMarketNotRegistered(miner={chain.address('outsider')})"
+@scenario("TaskMarketWrongGroup")
+async def _wrong_group(chain: Chain) -> Any:
+    tid = await chain.post(slots=2)
+    await chain.claim(tid, ["miner0"])
+    market = chain.market("miner1")  # claims with a stale (empty) group, past the facade
+    data = market.codec.encode_call("claim", tid, [])
+    act = lambda: market.sender.send(market.address, data, value_wei=ETHER // 10)  # noqa: E731
+    return "miner1", act, f"TaskMarketWrongGroup(taskId={tid}, members=0)"
 
 
 @scenario("TaskMarketAlreadyClaimed")
@@ -133,7 +130,6 @@ async def _already_claimed(chain: Chain) -> Any:
 
 @scenario("TaskMarketPartyCannotClaim")
 async def _party_cannot_claim(chain: Chain) -> Any:
-    await chain.market("arbiter").register("http://arbiter")
     tid = await chain.post()
     act = lambda: chain.market("arbiter").claim(tid)  # noqa: E731
     who = chain.address("arbiter")
@@ -152,29 +148,29 @@ async def _claims_exist(chain: Chain) -> Any:
 async def _length_mismatch(chain: Chain) -> Any:
     tid = await chain.post()
     await chain.claim(tid, ["miner0"])
-    sigs = chain.signatures(tid, ["miner0"], [ETHER])
-    act = lambda: chain.market("miner0").submit_result(  # noqa: E731
-        tid, chain.ROOT_HASH, "u", [ETHER // 2, ETHER // 2], sigs
-    )
-    expected = f"TaskMarketLengthMismatch(taskId={tid}, members=1, shares=2, signatures=1)"
-    return "miner0", act, expected
+    market = chain.market("miner0")  # one member, two signature entries, past the facade
+    args = (tid, chain.ROOT_HASH, "u", [chain.address("miner0")], [b"", b""])
+    data = market.codec.encode_call("submitResult", *args)
+    act = lambda: market.sender.send(market.address, data)  # noqa: E731
+    return "miner0", act, f"TaskMarketLengthMismatch(taskId={tid}, members=1, signatures=2)"
 
 
-@scenario("TaskMarketBadShares")
-async def _bad_shares(chain: Chain) -> Any:
-    tid = await chain.post()
-    await chain.claim(tid, ["miner0"])
-    act = lambda: chain.submit(tid, ["miner0"], [ETHER - 1])  # noqa: E731
-    return "miner0", act, f"TaskMarketBadShares(taskId={tid}, sum={ETHER - 1}, reward={ETHER})"
+@scenario("TaskMarketNoQuorum")
+async def _no_quorum(chain: Chain) -> Any:
+    tid = await chain.post(slots=3)
+    await chain.claim(tid, ["miner0", "miner1", "miner2"])
+    # miner0 alone signed: 1 of 3, a strict majority is 2
+    act = lambda: chain.submit(tid, ["miner0"])  # noqa: E731
+    return "miner0", act, f"TaskMarketNoQuorum(taskId={tid}, signed=1, needed=2)"
 
 
 @scenario("TaskMarketBadSignature")
 async def _bad_signature(chain: Chain) -> Any:
     tid = await chain.post(slots=2)
     await chain.claim(tid, ["miner0", "miner1"])
-    shares = [ETHER // 2, ETHER // 2]
-    sigs = chain.signatures(tid, ["miner0", "outsider"], shares)
-    act = lambda: chain.market("miner0").submit_result(tid, chain.ROOT_HASH, "u", shares, sigs)  # noqa: E731
+    forged = chain.signatures(tid, ["outsider"])[chain.address("outsider")]
+    signatures = {chain.address("miner1"): forged}  # miner1's entry, signed by someone else
+    act = lambda: chain.market("miner0").submit_result(tid, chain.ROOT_HASH, "u", signatures)  # noqa: E731
     return "miner0", act, f"TaskMarketBadSignature(taskId={tid}, index=1)"
 
 
@@ -182,7 +178,7 @@ async def _bad_signature(chain: Chain) -> Any:
 async def _zero_root(chain: Chain) -> Any:
     tid = await chain.post()
     await chain.claim(tid, ["miner0"])
-    act = lambda: chain.submit(tid, ["miner0"], [ETHER], root=b"\x00" * 32)  # noqa: E731
+    act = lambda: chain.submit(tid, ["miner0"], root=b"\x00" * 32)  # noqa: E731
     return "miner0", act, f"TaskMarketZeroResultRoot(taskId={tid})"
 
 
@@ -211,10 +207,18 @@ async def _invalid_window(chain: Chain) -> Any:
     return "client", act, "TaskMarketInvalidWindow(name='reviewWindow', value=0)"
 
 
+@scenario("TaskMarketBondTooLow")
+async def _bond_too_low(chain: Chain) -> Any:
+    params = raw_params(chain, bond_wei=1)  # the floor is 1/100 of the 1-ether share
+    act = lambda: chain.market().post_task(params, "s")  # noqa: E731
+    return "client", act, f"TaskMarketBondTooLow(bond=1, minimum={ETHER // 100})"
+
+
 @scenario("TaskMarketBeyondTimeHorizon")
 async def _beyond_horizon(chain: Chain) -> Any:
-    far = 2**32 - 1  # four maximal windows push the last deadline past 2106
-    params = raw_params(chain, claim_window_s=far, work_window_s=far)
+    # Every window is bounded (270 days in all), so only a chain near 2106 gets past uint32.
+    await chain.increase_time(2**32 - 20 * 86400 - await chain.now())
+    params = raw_params(chain, claim_window_s=30 * 86400)
     act = lambda: chain.market().post_task(params, "s")  # noqa: E731
     # the exact deadline depends on the block time of the pre-flight call
     return "client", act, "TaskMarketBeyondTimeHorizon(latestDeadline=*)"
@@ -237,7 +241,7 @@ async def _invalid_endpoint(chain: Chain) -> Any:
 async def _not_member(chain: Chain) -> Any:
     tid = await chain.post()
     await chain.claim(tid, ["miner0"])
-    act = lambda: chain.market("miner1").check_in(tid)  # noqa: E731
+    act = lambda: chain.market("miner1").check_in(tid, EVIDENCE)  # noqa: E731
     return "miner1", act, f"TaskMarketNotMember(taskId={tid}, caller={chain.address('miner1')})"
 
 
@@ -245,10 +249,39 @@ async def _not_member(chain: Chain) -> Any:
 async def _already_checked_in(chain: Chain) -> Any:
     tid = await chain.post()
     await chain.claim(tid, ["miner0"])
-    await chain.market("miner0").check_in(tid)
-    act = lambda: chain.market("miner0").check_in(tid)  # noqa: E731
+    await chain.market("miner0").check_in(tid, EVIDENCE)
+    act = lambda: chain.market("miner0").check_in(tid, EVIDENCE)  # noqa: E731
     who = chain.address("miner0")
     return "miner0", act, f"TaskMarketAlreadyCheckedIn(taskId={tid}, miner={who})"
+
+
+@scenario("TaskMarketNoEvidence")
+async def _no_evidence(chain: Chain) -> Any:
+    tid = await chain.post()
+    await chain.claim(tid, ["miner0"])
+    act = lambda: chain.market("miner0").check_in(tid, bytes(32))  # noqa: E731
+    return "miner0", act, f"TaskMarketNoEvidence(taskId={tid})"
+
+
+@scenario("TaskMarketAlreadySigned")
+async def _already_signed(chain: Chain) -> Any:
+    tid = await chain.post(slots=3)
+    await chain.claim(tid, ["miner0", "miner1", "miner2"])
+    await chain.submit(tid, ["miner0", "miner1"])  # miner2 left out: it could endorse
+    act = lambda: chain.market("miner1").endorse(tid)  # noqa: E731
+    who = chain.address("miner1")
+    return "miner1", act, f"TaskMarketAlreadySigned(taskId={tid}, miner={who})"
+
+
+@scenario("TaskMarketNothingToSweep")
+async def _nothing_to_sweep(chain: Chain) -> Any:
+    tid = await chain.post()
+    await chain.claim(tid, ["miner0"])
+    await chain.submit(tid, ["miner0"])
+    await chain.market().accept(tid)  # everyone signed: settled for good
+    await chain.increase_time(chain.REVIEW_S + 1)
+    act = lambda: chain.market("outsider").sweep(tid)  # noqa: E731
+    return "outsider", act, f"TaskMarketNothingToSweep(taskId={tid})"
 
 
 @scenario("ERC20InsufficientBalance")
@@ -319,7 +352,7 @@ async def test_unfunded_account_is_refused_before_sending(chain: Chain) -> None:
 async def test_malformed_address_and_hash_change_nothing(chain: Chain) -> None:
     tid = await chain.post()
     await chain.claim(tid, ["miner0"])
-    await chain.submit(tid, ["miner0"], [ETHER])
+    await chain.submit(tid, ["miner0"])
     market = chain.market()
     block = await chain.pool.block_number()
     nonce = await chain.pool.get_nonce(market.sender.address)

@@ -23,30 +23,38 @@ Chain = Any  # the conftest's Chain
 ETHER = 10**18
 
 
-@pytest.mark.parametrize("shares", [[ETHER], [ETHER // 3, ETHER - ETHER // 3], [], [2**96 - 1, 1]])
-async def test_pure_digest_equals_the_contract_view(chain: Chain, shares: list[int]) -> None:
+@pytest.mark.parametrize(("task_id", "root"), [
+    (7, keccak(text="manifest")), (0, b"\x01" * 32), (2**256 - 1, b"\xff" * 32),
+])
+async def test_pure_digest_equals_the_contract_view(chain: Chain, task_id: int,
+                                                    root: bytes) -> None:
     market = chain.market()
-    root = keccak(text="manifest")
-    on_chain = await market.result_digest(7, root, shares)
-    assert on_chain == result_digest(chain.pool.chain_id, market.address, 7, root, shares)
+    on_chain = await market.result_digest(task_id, root)
+    assert on_chain == result_digest(chain.pool.chain_id, market.address, task_id, root)
 
 
 async def test_signatures_recover_to_the_members(chain: Chain) -> None:
-    task_id = await chain.post(slots=2)
-    await chain.claim(task_id, ["miner0", "miner1"])
-    shares = [ETHER // 4, ETHER - ETHER // 4]
-    signatures = chain.signatures(task_id, ["miner0", "miner1"], shares)
+    miners = ["miner0", "miner1", "miner2"]
+    task_id = await chain.post(slots=3)
+    await chain.claim(task_id, miners)
+    signatures = chain.signatures(task_id, miners)
     members = await chain.market().members_of(task_id)
     recovered = [
-        recover_result_signer(sig, chain.pool.chain_id, chain.deployment.task_market, task_id,
-                              chain.ROOT_HASH, shares)
-        for sig in signatures
+        recover_result_signer(signatures[member], chain.pool.chain_id,
+                              chain.deployment.task_market, task_id, chain.ROOT_HASH)
+        for member in members
     ]
-    assert recovered == members
-    assert chain.market().sign_result(chain.accounts["miner1"], task_id, chain.ROOT_HASH,
-                                      shares) == signatures[1]
-    await chain.submit(task_id, ["miner0", "miner1"], shares)
-    assert await chain.market().state_of(task_id) is TaskState.SUBMITTED
+    assert recovered == members == [chain.address(m) for m in miners]
+    assert chain.market().sign_result(chain.accounts["miner1"], task_id, chain.ROOT_HASH) \
+        == signatures[chain.address("miner1")]
+    other_root = recover_result_signer(signatures[members[1]], chain.pool.chain_id,
+                                       chain.deployment.task_market, task_id, b"\x02" * 32)
+    assert other_root != members[1]  # a signature holds for one result root only
+    # miner2 submits with miner1's signature: 2 of 3, a strict majority
+    await chain.submit(task_id, ["miner2", "miner1"])
+    view = await chain.market().get_task(task_id)
+    assert view.state is TaskState.SUBMITTED
+    assert (view.signed(0), view.signed(1), view.signed(2)) == (False, True, True)
 
 
 async def test_deploy_market_and_deployment_file(chain: Chain, tmp_path: Path) -> None:

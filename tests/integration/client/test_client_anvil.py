@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[3]
 CLIENT, LEADER, MEMBER, ARBITER = 1, 2, 3, 4
 SPEC_TOML = 'kind = "classification"\n[dataset]\nname = "digits"\n[constraint]\nmax_flops = 5000\n'
 REWARD = 10**18
+BOND = 10**16
 
 
 @dataclass
@@ -141,10 +142,11 @@ def _safetensors(tensors: dict[str, list[int]]) -> bytes:
 
 
 async def _submitted_task(env: Env, endpoints: tuple[str, str]) -> tuple[int, ResultManifest]:
-    """A 2-slot task posted, claimed by LEADER and MEMBER, with a result submitted."""
+    """A 2-slot task posted, claimed by LEADER and MEMBER, with a result submitted by the
+    leader with MEMBER's signature (the manifest's shares are the contract's equal split)."""
     devnet = env.devnet
     spec = _spec()
-    params = TaskParams(reward_wei=REWARD, bond_wei=10**16, slots=2, claim_window_s=600,
+    params = TaskParams(reward_wei=REWARD, bond_wei=BOND, slots=2, claim_window_s=600,
                         work_window_s=600, review_window_s=600, arbitration_window_s=600,
                         arbiter=devnet.accounts[ARBITER].address, spec_hash=spec.spec_hash(),
                         validation_hash=b"\1" * 32)
@@ -168,10 +170,10 @@ async def _submitted_task(env: Env, endpoints: tuple[str, str]) -> tuple[int, Re
         training_log_sha256="0x" + "0" * 64, group=group, shares_wei=(REWARD // 2, REWARD // 2))
     env.miner.manifests[posted.task_id] = manifest.canonical()
     root = manifest.result_root()
-    shares = list(manifest.shares_wei)
-    signatures = [env.market.sign_result(devnet.accounts[i], posted.task_id, root, shares)
-                  for i in (LEADER, MEMBER)]
-    await miners[0].submit_result(posted.task_id, root, endpoints[0], shares, signatures)
+    member = devnet.accounts[MEMBER]
+    signatures: dict[str, bytes] = {
+        member.address: env.market.sign_result(member, posted.task_id, root)}
+    await miners[0].submit_result(posted.task_id, root, endpoints[0], signatures)
     return posted.task_id, manifest
 
 
@@ -247,10 +249,18 @@ async def test_fetch_falls_back_verifies_and_refuses_tampering(env: Env) -> None
     assert failed.exit_code == 1 and "FAIL" in failed.output
     state = (await env.market.get_task(task_id)).state
     assert state == TaskState.SUBMITTED
+    members = [env.devnet.accounts[i].address for i in (LEADER, MEMBER)]
+    before = [await env.devnet.rpc.get_balance(m) for m in members]
     accepted = await env.cli("task", "accept", str(task_id), "--json")
     assert accepted.exit_code == 0, accepted.output
     assert json.loads(accepted.stdout)["state"] == "SETTLED"
     assert (await env.market.get_task(task_id)).state == TaskState.SETTLED
+    for member, was in zip(members, before, strict=True):  # accept pushed share and bond
+        assert await env.devnet.rpc.get_balance(member) == was + REWARD // 2 + BOND
+    nothing = await env.cli("withdraw", "--json")  # so the client has no credit to pull
+    assert nothing.exit_code == 0, nothing.output
+    assert json.loads(nothing.stdout)["amount_wei"] == 0
+    assert json.loads(nothing.stdout)["tx_hash"] is None
 
 
 @on_module_loop

@@ -83,14 +83,16 @@ async def test_devnet_start_demo_stop(tmp_path: Path) -> None:
         assert account.address == devnet.accounts[2].address
         summary = await run_lifecycle(devnet)
         assert summary.state == "SETTLED"
-        assert summary.total_gas > 0 and sum(summary.withdrawn_wei.values()) == 12 * 10**17
+        # accept pushed each of the two members its half of the reward and its bond
+        assert summary.total_gas > 0 and sum(summary.paid_wei.values()) == 12 * 10**17
+        assert set(summary.paid_wei.values()) == {6 * 10**17}
         watched = await asyncio.to_thread(CliRunner().invoke, app, [
             "watch", "--no-follow", "--json", "--deployment-file", str(deployment_file)])
         assert watched.exit_code == 0, watched.output
         events = [json.loads(line) for line in watched.output.splitlines()]
         assert [e["event"] for e in events] == [
             "MinerRegistered", "MinerRegistered", "TaskPosted", "TaskClaimed", "TaskClaimed",
-            "TaskStarted", "ResultSubmitted", "TaskSettled", "Withdrawn", "Withdrawn"]
+            "TaskStarted", "ResultSubmitted", "TaskSettled"]  # paid inside accept: no Withdrawn
         assert not any(e["removed"] for e in events)
         assert {e.get("task_id") for e in events[2:8]} == {summary.task_id}
     finally:

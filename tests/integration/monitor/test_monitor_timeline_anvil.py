@@ -1,7 +1,7 @@
-"""The timeline reader on anvil: a posted task, then claimed (one slot: it starts), read
-from the chain's logs in small block ranges, with block times; an unknown task is the
-contract's named error; a repeated read within the interval is answered again, and reads
-asked together share one."""
+"""The timeline reader on anvil: a posted task, then claimed (one slot: it starts) and
+checked in (with its evidence), read from the chain's logs in small block ranges, with block
+times; an unknown task is the contract's named error; a repeated read within the interval is
+answered again, and reads asked together share one."""
 
 from __future__ import annotations
 
@@ -38,14 +38,19 @@ async def test_timeline_from_the_chain(devnet: Devnet) -> None:
     assert opened.events[0].time_s == int(block["timestamp"])
     assert opened.stages[1].deadline_s == (await client.get_task(task_id)).claim_deadline
 
-    if not await miner.endpoint_of(devnet.accounts[1].address):
-        await miner.register("http://127.0.0.1:1")
-    await miner.claim(task_id)
+    await miner.claim(task_id)  # v2: claiming needs no registered endpoint
     running = await reader.read(task_id)
     assert running.state == "RUNNING" and running.current == "running"
     assert [e.name for e in running.events] == ["posted", "claimed", "started"]
     assert [(m.slot, m.address) for m in running.members] == [(0, devnet.accounts[1].address)]
     assert running.stages[3].deadline_s == (await client.get_task(task_id)).work_deadline > 0
+
+    evidence = "0x" + "c1" * 32  # the member commits to its latest checkpoint
+    await miner.check_in(task_id, evidence)
+    checked = await reader.read(task_id)
+    assert checked.events[-1].name == "checked_in" and checked.state == "RUNNING"
+    assert checked.events[-1].detail == {"miner": devnet.accounts[1].address, "slot": 0,
+                                         "evidence": evidence}
 
     with pytest.raises(ContractRevert):
         await reader.read(task_id + 100)
