@@ -55,6 +55,7 @@ from node.ports import free_port  # noqa: E402
 # polling only burns a core the training subprocess shares.
 POLL_S = 0.1
 PERIODIC_S = 5.0
+ARBITER = 9  # the devnet account named as the task's arbiter, the one the daemon trusts
 
 
 def make_spec(epochs: int, seed: int) -> TaskSpec:
@@ -98,7 +99,8 @@ async def market_run(spec: TaskSpec, folder: Path) -> dict[str, float]:
         settings = load_miner_settings(
             data_dir=str(folder / "miner"), chain={"deployment_file": str(deployment)},
             http={"port": free_port()}, indexer={"poll_interval_s": POLL_S},
-            tx={"poll_interval_s": POLL_S})
+            tx={"poll_interval_s": POLL_S},
+            policy={"arbiters": [devnet.accounts[ARBITER].address]})
         account = devnet.accounts[1]
         client = await TaskMarket.create(devnet.rpc, devnet.deployment.task_market,
                                          await devnet.sender(0))
@@ -115,7 +117,7 @@ async def market_run(spec: TaskSpec, folder: Path) -> dict[str, float]:
                 posted = await client.post_task(TaskParams(
                     reward_wei=10**17, bond_wei=10**15, slots=1, claim_window_s=600,
                     work_window_s=7200, review_window_s=600, arbitration_window_s=60,
-                    arbiter=devnet.accounts[9].address, spec_hash=spec.spec_hash(),
+                    arbiter=devnet.accounts[ARBITER].address, spec_hash=spec.spec_hash(),
                     validation_hash="0x" + "48" * 32), (folder / "spec.json").as_uri())
                 task_id = posted.task_id
                 formed_s = None

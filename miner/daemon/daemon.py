@@ -53,7 +53,7 @@ from miner.daemon.store import (
     TxRecord,
     reconcile,
 )
-from node.chain.errors import ChainError, RpcError, TxTimeout
+from node.chain.errors import ChainError, RpcError, TxReverted, TxTimeout
 from node.chain.indexer import Indexer, IndexerConfig, RpcBlockSource, decoding
 from node.chain.market import TaskMarket
 from node.chain.models import (
@@ -81,6 +81,8 @@ SpecFetcher = Callable[[TaskPosted], Awaitable[TaskSpec]]
 GroupHook = Callable[[TaskRecord], Awaitable[None]]
 Check = Callable[[], Awaitable[bool]]
 Send = Callable[[], Awaitable[TxReceipt]]
+#: Claims of one task sent in all while each one reverts because another got in first.
+CLAIM_RACE_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -169,23 +171,50 @@ class MinerDaemon:
         return self.address.lower() in (m.lower() for m in members)
 
     async def claim(self, task_id: int) -> None:
-        """Claim with an intent record; the phase follows the outcome."""
+        """Claim with an intent record; the phase follows the outcome.
+
+        A claim names the group it joins, so of the claims of one task mined in one block
+        (miners answering the same ``TaskPosted``) only the first gets in: the others passed
+        the pre-flight on the block before and revert. A claim that reverted while the task
+        is still open to this miner (its record failed: nothing of it is on chain) is sent
+        again with the group read anew, up to :data:`CLAIM_RACE_ATTEMPTS` claims in all."""
         store = self._d.store
         await self._db(store.set_phase, task_id, TaskPhase.CLAIMING, "")
-        try:
-            gas_cap = self._d.settings.tx.gas_cap
-            receipt = await self.send_once(
-                "claim", task_id, lambda: self._d.market.claim(task_id, gas_cap))
-        except (TxTimeout, RpcError) as exc:
-            logger.warning("claim outcome unknown, will reconcile task=%d error=%s", task_id, exc)
-            return
-        except ChainError as exc:  # a revert, too little money, gas cap: nothing was spent
-            logger.warning("claim not sent task=%d error=%s", task_id, exc)
-            await self._db(store.set_phase, task_id, TaskPhase.FAILED, f"claim failed: {exc}")
-            return
-        if receipt is not None:
-            await self._db(store.set_phase, task_id, TaskPhase.CLAIMED, "")
+        gas_cap = self._d.settings.tx.gas_cap
+        for attempt in range(1, CLAIM_RACE_ATTEMPTS + 1):
+            try:
+                receipt = await self.send_once(
+                    "claim", task_id, lambda: self._d.market.claim(task_id, gas_cap))
+            except (TxTimeout, RpcError) as exc:
+                logger.warning("claim outcome unknown, will reconcile task=%d error=%s",
+                               task_id, exc)
+                return
+            except TxReverted as exc:  # mined and reverted: its gas is spent
+                if attempt < CLAIM_RACE_ATTEMPTS and await self._still_claimable(task_id):
+                    logger.info("claim reverted (another claim got in first); claiming again "
+                                "task=%d attempt=%d", task_id, attempt)
+                    continue
+                logger.warning("claim reverted task=%d error=%s", task_id, exc)
+                await self._db(store.set_phase, task_id, TaskPhase.FAILED, f"claim failed: {exc}")
+                return
+            except ChainError as exc:  # a pre-flight revert, too little money, gas cap: not sent
+                logger.warning("claim not sent task=%d error=%s", task_id, exc)
+                await self._db(store.set_phase, task_id, TaskPhase.FAILED, f"claim failed: {exc}")
+                return
+            if receipt is not None:
+                await self._db(store.set_phase, task_id, TaskPhase.CLAIMED, "")
+            break
         await self._update_active()
+
+    async def _still_claimable(self, task_id: int) -> bool:
+        """OPEN, inside its claim window, and this miner not in its group."""
+        try:
+            view = await self._d.market.get_task(task_id)
+            if view.state is not TaskState.OPEN or view.claim_deadline < await self.chain_now():
+                return False
+            return not await self._claim_done(task_id)
+        except ChainError:
+            return False
 
     # ---- recovery ---------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,6 +27,7 @@ from node.chain.rpc import RpcPool
 from node.devnet import Devnet
 from node.identity.keystore import KdfParams, import_key
 from node.ports import free_port
+from tests.integration.daemon.support import ARBITER
 
 WATCHDOG_S = 60.0
 
@@ -72,31 +73,36 @@ class MinerProcess:
 
     @classmethod
     def create(cls, folder: Path, deployment: Deployment, key: bytes, port: int,
-               toml_extra: str = "") -> MinerProcess:
-        """Write the keystore and ``miner.toml`` under ``folder`` (INFO log, fast polls)."""
+               toml_extra: str = "", arbiters: Sequence[str] = ()) -> MinerProcess:
+        """Write the keystore and ``miner.toml`` under ``folder`` (INFO log, fast polls,
+        ``arbiters`` trusted)."""
         folder.mkdir(parents=True, exist_ok=True)
         deployment.save(folder / "deployment.json")
         password = "test-" + key[:4].hex()
         import_key(folder / "keys", SecretStr(key.hex()), SecretStr(password), "miner",
                    kdf=KdfParams.insecure_fast())
         config = folder / "miner.toml"
+        trusted = ", ".join(f'"{a}"' for a in arbiters)
         config.write_text(
             f'data_dir = "{folder / "data"}"\nlog_level = "INFO"\n'
             f'[chain]\ndeployment_file = "{folder / "deployment.json"}"\n'
             f'[identity]\nkeystore_dir = "{folder / "keys"}"\nkeystore = "miner"\n'
             f'password_env = "{PASSWORD_ENV}"\n'
             f'[http]\nport = {port}\n[indexer]\npoll_interval_s = 0.1\n'
-            f'[tx]\npoll_interval_s = 0.1\n{toml_extra}')
+            f'[tx]\npoll_interval_s = 0.1\n'
+            f'[policy]\narbiters = [{trusted}]\n{toml_extra}')
         return cls(folder, config, password)
 
     @classmethod
     async def registered(cls, folder: Path, devnet: Devnet, index: int, max_tasks: int
                          ) -> tuple[MinerProcess, TaskMarket, TaskMarket]:
-        """A daemon for devnet account ``index`` (not started) whose endpoint is already
-        registered, as ``run`` would; with the client's (account 0) and its own market."""
+        """A daemon for devnet account ``index`` (not started, trusting the arbiter
+        :data:`ARBITER`) whose endpoint is already registered, as ``run`` would; with the
+        client's (account 0) and its own market."""
         port = free_port()
         proc = cls.create(folder, devnet.deployment, bytes(devnet.accounts[index].key), port,
-                          f"[capacity]\nmax_concurrent_tasks = {max_tasks}\n")
+                          f"[capacity]\nmax_concurrent_tasks = {max_tasks}\n",
+                          arbiters=[devnet.accounts[ARBITER].address])
         market = devnet.deployment.task_market
         client = await TaskMarket.create(devnet.rpc, market, await devnet.sender(0))
         miner = await TaskMarket.create(devnet.rpc, market, await devnet.sender(index))

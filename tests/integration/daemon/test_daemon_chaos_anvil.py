@@ -3,6 +3,16 @@ crash point of :mod:`miner.daemon.crashpoints` and, for the three transactions t
 in a mempool, while its transaction waits there; after the last restart every task ends
 SETTLED and WITHDRAWN with exactly one claim and one submission, and the money adds up.
 
+TaskMarket v2 pushes the payouts inside ``accept``/``finalize``: a daemon sends a
+``withdraw`` only for a credit that a failed push left behind (``PaymentDeferred``). So the
+scenarios that crash around the withdrawal (``withdraw.*``, ``mempool:withdraw``) make the
+push fail: the miner's address carries code (``anvil_setCode``) that refuses a payment sent
+with less than 32768 gas, like a contract wallet whose receive needs more than the 30000 the
+contract forwards with a push. The accept then credits the reward and the bond, and the
+daemon must withdraw them exactly once (``withdraw`` forwards all its gas). The scenario
+whose client stays silent gets its payout pushed inside the miner's own ``finalize`` and
+sends no withdraw.
+
 A *scenario* is one task's life with several kills in order: each run of the daemon is
 armed with the next step's crash point (``MANTA_CRASH_AT``) and must die by SIGKILL there;
 a ``mempool:<purpose>`` step stops the chain's automine before the run, so that the
@@ -36,7 +46,7 @@ import pytest_asyncio
 
 from miner.daemon.crashpoints import POINTS
 from node.chain.market import TaskMarket
-from node.chain.models import ZERO_ADDRESS, TaskParams, TaskState
+from node.chain.models import ZERO_ADDRESS, PaymentDeferred, TaskParams, TaskState
 from node.devnet import Devnet
 from node.documents.spec import (
     Constraint,
@@ -46,11 +56,15 @@ from node.documents.spec import (
     TaskSpec,
     TrainingBudget,
 )
+from tests.integration.daemon.support import ARBITER
 
 pytestmark = [pytest.mark.anvil, pytest.mark.timeout(300), pytest.mark.usefixtures("watchdog")]
 MINER = 6
 REWARD, BOND = 10**17, 10**15
 REVIEW_S = 600
+# a wallet that needs more gas than a push forwards: GAS PUSH2 0x8000 GT PUSH1 9 JUMPI STOP
+# JUMPDEST PUSH1 0 PUSH1 0 REVERT (reverts when called with less than 32768 gas)
+GREEDY_WALLET = "0x5a61800011600957005b60006000fd"
 RUN_TIMEOUT_S = 90.0
 # points hit many times: crash on the n-th hit (a step after the first checkpoint; the
 # third measured sub-network of the search)
@@ -61,16 +75,19 @@ AFTER = {"runner.training": "6", "runner.searching": "3"}
 class Scenario:
     steps: tuple[str, ...]  # crash points, or "mempool:<purpose>"
     client_accepts: bool = True  # False: silent, the miner finalizes after the review window
+    # the accept's push to the miner fails (its wallet refuses payments meanwhile): the pay
+    # is credited, and the daemon withdraws it (the only way to a withdraw in v2)
+    payment_deferred: bool = False
 
 
 SCENARIOS = {
     "claim-and-intents": Scenario((
         "claim.before_send", "claim.before_record", "group.formed", "result.before_sign",
         "submit.before_send", "submit.before_record", "withdraw.before_send",
-        "mempool:withdraw")),
+        "mempool:withdraw"), payment_deferred=True),
     "mempool-and-subprocess": Scenario((
         "mempool:claim", "job.spawned", "runner.training", "result.signed", "mempool:submit",
-        "withdraw.before_record")),
+        "withdraw.before_record"), payment_deferred=True),
     "search-and-finalize": Scenario((
         "runner.searching", "result.submitted", "finalize.before_send",
         "finalize.before_record"), client_accepts=False),
@@ -106,7 +123,7 @@ class Chaos:
         posted = await self.client.post_task(TaskParams(
             reward_wei=REWARD, bond_wei=BOND, slots=1, claim_window_s=600, work_window_s=7200,
             review_window_s=REVIEW_S, arbitration_window_s=60,
-            arbiter=self.devnet.accounts[9].address, spec_hash=task_spec.spec_hash(),
+            arbiter=self.devnet.accounts[ARBITER].address, spec_hash=task_spec.spec_hash(),
             validation_hash="0x" + "c4" * 32), path.as_uri())
         return posted.task_id
 
@@ -309,6 +326,8 @@ async def test_chaos_scenario_settles_once(chaos: Chaos, name: str) -> None:
     first_block = await rpc.block_number()
     driver = Driver(chaos, task_id, scenario)
     orphans: asyncio.Task[float] | None = None
+    if scenario.payment_deferred:
+        await chaos.rpc("anvil_setCode", chaos.address, GREEDY_WALLET)
     try:
         for step in scenario.steps:
             if step.startswith("mempool:"):
@@ -320,28 +339,37 @@ async def test_chaos_scenario_settles_once(chaos: Chaos, name: str) -> None:
         await driver.finish()
     finally:
         await chaos.rpc("evm_setAutomine", True)
+        await chaos.rpc("anvil_setCode", chaos.address, "0x")
         if orphans is not None and not orphans.done():
             orphans.cancel()
 
-    # on chain: settled once, one claim, one result, the miner paid once
-    assert await market.state_of(task_id) is TaskState.SETTLED
+    # on chain: settled once, one claim, one result, the miner paid once: pushed inside the
+    # settling transaction, or credited (a refused push) and withdrawn once
+    view = await market.get_task(task_id)
+    assert view.state is TaskState.SETTLED and view.miners_paid and view.signed_slots == 1
     assert len(await market.get_task_claimed(task_id=task_id)) == 1
     assert len(await market.get_result_submitted(task_id=task_id)) == 1
     settled = await market.get_task_settled(task_id=task_id)
     assert [s.miners_paid for s in settled] == [True]
     last_block = await rpc.block_number()
+    deferred = await market.get_events(PaymentDeferred, first_block, last_block,
+                                       chaos.address)  # (account, token) indexed
+    assert [d.amount_wei for d in deferred] == ([REWARD + BOND] if scenario.payment_deferred
+                                                else [])
     withdrawn = await market.get_withdrawn(first_block, last_block, account=chaos.address)
-    assert [w.amount_wei for w in withdrawn] == [REWARD + BOND]
-    # the wallet: reward in, bond out and back, gas for exactly the transactions expected
+    assert [w.amount_wei for w in withdrawn] == [d.amount_wei for d in deferred]
+    # the wallet: reward in, bond out and back, gas for exactly the transactions expected:
+    # claim, submit, and finalize (a silent client) or withdraw (a deferred payment)
     sent, gas_wei = await chaos.gas_spent_wei(first_block, last_block)
-    assert sent == (3 if scenario.client_accepts else 4)  # claim, submit, (finalize,) withdraw
+    assert sent == 2 + (not scenario.client_accepts) + scenario.payment_deferred
     assert await rpc.get_balance(chaos.address) - wallet_before == REWARD - gas_wei
     assert await market.credit_of(chaos.address, ZERO_ADDRESS) == 0
     assert await rpc.get_balance(market.address) == escrow_before  # nothing left in escrow
     # in the store: one mined record per purpose; every other attempt abandoned, not sent
     txs = chaos.miner.txs(task_id)
     mined = sorted(p for p, s in txs if s == "mined")
-    expected = ["claim", "submit", "withdraw"] + ([] if scenario.client_accepts else ["finalize"])
+    expected = (["claim", "submit"] + ([] if scenario.client_accepts else ["finalize"])
+                + (["withdraw"] if scenario.payment_deferred else []))
     assert mined == sorted(expected), txs
     assert all(s in ("mined", "abandoned") for _, s in txs), txs
     assert chaos.miner.phase(task_id) == "withdrawn"

@@ -1,6 +1,8 @@
 """The daemon's claim path on anvil: a posted task is claimed exactly once — also across a
 restart, a crash between intent and send, and a crash after the send — and refused with a
-reason when the spec is unusable or of a kind not served."""
+reason when the spec is unusable or of a kind not served, or when the task names an arbiter
+the miner does not trust (or a review window too short to answer a result it was left out
+of)."""
 
 from __future__ import annotations
 
@@ -88,9 +90,12 @@ class Running:
     formed: list[TaskRecord]
 
 
-def settings_for(data_dir: Path, **overrides: Any) -> MinerSettings:
+def settings_for(data_dir: Path, devnet: Devnet, policy: dict[str, Any] | None = None,
+                 **overrides: Any) -> MinerSettings:
+    """Fast polls, trusting the tasks' arbiter (plus ``policy``)."""
+    trusted = {"arbiters": [devnet.accounts[ARBITER].address], **(policy or {})}
     return load_miner_settings(data_dir=str(data_dir), indexer={"poll_interval_s": 0.05},
-                               **overrides)
+                               policy=trusted, **overrides)
 
 
 async def start_daemon(chain: Chain, data_dir: Path, start_block: int,
@@ -103,8 +108,9 @@ async def start_daemon(chain: Chain, data_dir: Path, start_block: int,
         formed.append(record)
 
     deps = DaemonDeps(rpc=chain.devnet.rpc, market=chain.miner, store=store,
-                      settings=settings or settings_for(data_dir), fetch_spec=fetch_spec,
-                      metrics=MinerMetrics(), start_block=start_block, on_group_formed=hook,
+                      settings=settings or settings_for(data_dir, chain.devnet),
+                      fetch_spec=fetch_spec, metrics=MinerMetrics(),
+                      start_block=start_block, on_group_formed=hook,
                       pending_wait_s=pending_wait_s)
     daemon = MinerDaemon(deps)
     await daemon.start()
@@ -209,15 +215,17 @@ async def test_refusals_spend_nothing(chain: Chain, tmp_path: Path,
                                       caplog: pytest.LogCaptureFixture) -> None:
     stereo, block = await chain.post(tiny_spec("stereo"))
     tampered, _ = await chain.post(raw=tiny_spec().canonical().replace(b"digits", b"Digits"))
-    greedy, _ = await chain.post(reward_wei=1)
+    greedy, _ = await chain.post(reward_wei=1000, bond_wei=10)  # the bond floor: 1% of it
+    # a bond worth more than the reward: this miner risks more than it can earn
+    hostage, _ = await chain.post(bond_wei=2 * 10**17)
     # the cheapest sub-network of this space needs ~3.5 MMACs: no network can meet 1 MMAC
     impossible, _ = await chain.post(tiny_spec().model_copy(
         update={"constraint": Constraint(max_flops=10**6)}))
     latency, _ = await chain.post(tiny_spec().model_copy(
         update={"constraint": Constraint(max_latency_ms=5.0, device_profile="pixel7")}))
-    tasks = (stereo, tampered, greedy, impossible, latency)
+    tasks = (stereo, tampered, greedy, hostage, impossible, latency)
     before = await nonce(chain)
-    floor = settings_for(tmp_path, policy={"min_reward_wei_per_unit": 10**6})
+    floor = settings_for(tmp_path, chain.devnet, policy={"min_reward_wei_per_unit": 10**6})
     caplog.set_level("INFO", logger="miner.daemon.daemon")
     running = await start_daemon(chain, tmp_path, block, floor)
     await until(lambda: all(phase(running.store, t) is TaskPhase.REFUSED for t in tasks))
@@ -225,6 +233,7 @@ async def test_refusals_spend_nothing(chain: Chain, tmp_path: Path,
     assert reasons[stereo].startswith("kind_not_served")
     assert reasons[tampered].startswith("spec_unusable") and "hash mismatch" in reasons[tampered]
     assert reasons[greedy].startswith("reward_too_low")
+    assert reasons[hostage].startswith("bond_out_of_proportion: 1 x 200000000000000000 wei")
     assert reasons[impossible].startswith("constraint_infeasible: max_flops 1000000")
     assert reasons[latency].startswith("constraint_unsupported")
     assert await nonce(chain) == before and running.store.claims() == []
@@ -247,4 +256,80 @@ async def test_group_forms_when_the_claim_window_ends_with_free_slots(chain: Cha
     assert [r.task_id for r in running.formed] == [task_id]
     await running.daemon.poll()
     assert len(running.formed) == 1  # formed once
+    await stop_daemon(running)
+
+
+async def test_untrusted_arbiter_or_short_review_is_not_claimed(
+        chain: Chain, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The arbiter could rule every bond of the group away and a review window shorter than
+    ``min_review_window_s`` leaves no time to answer a result the miner was left out of:
+    such tasks are refused before the spec is even fetched, and nothing is spent."""
+    own_arbiter, block = await chain.post(arbiter=chain.devnet.accounts[CLIENT + 2].address)
+    short_review, _ = await chain.post(review_window_s=59)
+    trusted, _ = await chain.post()
+    tasks = (own_arbiter, short_review)
+    before = await nonce(chain)
+    caplog.set_level("INFO", logger="miner.daemon.daemon")
+    nobody = tmp_path / "nobody"
+    # no allowlist at all (the default): every arbiter is refused, even the usual one
+    untrusting = settings_for(nobody, chain.devnet, policy={"arbiters": []})
+    running = await start_daemon(chain, nobody, block, untrusting)
+    await until(lambda: all(phase(running.store, t) is TaskPhase.REFUSED
+                            for t in (*tasks, trusted)), store=running.store)
+    reasons = {t: running.store.task(t).reason for t in (*tasks, trusted)}  # type: ignore[union-attr]
+    assert all(r.startswith("arbiter_not_trusted") for r in reasons.values()), reasons
+    assert "no arbiter allowlist configured" in reasons[trusted]
+    assert await nonce(chain) == before and running.store.claims() == []
+    await stop_daemon(running)
+
+    caplog.clear()
+    running = await start_daemon(chain, tmp_path / "allowlist", block)
+    await until(lambda: all(phase(running.store, t) is TaskPhase.REFUSED for t in tasks),
+                store=running.store)
+    reason = running.store.task(own_arbiter).reason  # type: ignore[union-attr]
+    address = chain.devnet.accounts[CLIENT + 2].address
+    assert reason == f"arbiter_not_trusted: {address} (not in policy.arbiters)"
+    assert f"task={own_arbiter} claim=False reason=arbiter_not_trusted" in caplog.text
+    assert running.store.task(short_review).reason.startswith(  # type: ignore[union-attr]
+        "review_window_too_short: 59 s < 60 s")
+    assert running.store.txs(own_arbiter) == [] and running.store.txs(short_review) == []
+    # the task whose arbiter it trusts is claimed by this one (the other daemon refused it)
+    await until(lambda: phase(running.store, trusted) is TaskPhase.FORMED, store=running.store)
+    assert await chain.client.members_of(trusted) == [chain.miner.sender.address]
+    await stop_daemon(running)
+
+
+async def test_a_claim_that_loses_the_race_for_the_group_is_sent_again(
+        chain: Chain, tmp_path: Path) -> None:
+    """A claim names the group it joins: of two claims of one task mined in one block, the
+    second reverts (it passed its pre-flight on the block before). The daemon's claim is
+    made to lose that race (a rival's claim with a higher tip, same block); the task is
+    still open, so the daemon claims again, with the group read anew, and gets slot 1."""
+    task_id, block = await chain.post(slots=2)
+    rpc, address = chain.devnet.rpc, chain.miner.sender.address
+    rival = chain.devnet.accounts[CLIENT + 2].address
+    before = await nonce(chain)
+    await rpc.request("evm_setAutomine", [False])
+    try:
+        running = await start_daemon(chain, tmp_path, block)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while await rpc.get_nonce(address, "pending") == before:  # its claim waits to be mined
+            assert loop.time() < deadline, running.store.txs()
+            await asyncio.sleep(0.02)
+        fee = hex(500 * 10**9)
+        await rpc.request("eth_sendTransaction", [{  # an unlocked dev account: no pre-flight
+            "from": rival, "to": chain.client.address, "value": hex(10**15), "gas": hex(500_000),
+            "maxFeePerGas": fee, "maxPriorityFeePerGas": fee,
+            "data": "0x" + chain.client.codec.encode_call("claim", task_id, []).hex()}])
+        await rpc.request("evm_mine", [])  # the rival's claim first (higher tip), then ours
+    finally:
+        await rpc.request("evm_setAutomine", [True])
+    await rpc.request("evm_mine", [])  # a second claim sent before automine was back on
+    await until(lambda: phase(running.store, task_id) is TaskPhase.FORMED, store=running.store)
+    assert await chain.client.members_of(task_id) == [rival, address]
+    assert [c.status for c in running.store.claims()] == [TxStatus.FAILED, TxStatus.MINED]
+    assert await nonce(chain) == before + 2  # the reverted claim and the one that got in
+    record = running.store.task(task_id)
+    assert record is not None and (record.role, record.slot) == ("member", 1)
     await stop_daemon(running)

@@ -1,5 +1,6 @@
 """``manta-miner`` daemon commands (init, register, status, withdraw) through Typer's runner,
-and ``run_miner`` (HTTP server + event loop) claiming a task on anvil."""
+and ``run_miner`` (HTTP server + event loop, trusting the task's arbiter) claiming a task on
+anvil."""
 
 from __future__ import annotations
 
@@ -22,11 +23,12 @@ from miner.daemon.runtime import run_miner, unlock_account
 from miner.daemon.settings import MinerSettings, load_miner_settings
 from miner.daemon.store import StateStore, TaskPhase
 from node.chain.market import TaskMarket
-from node.chain.models import TaskParams
+from node.chain.models import TaskParams, checksum_address
 from node.devnet import Devnet, DevnetConfig
 from node.documents.spec import Constraint, DatasetRef, SearchSpaceSpec, TaskSpec
 from node.identity.keystore import KdfParams, import_key
 from node.ports import free_port
+from tests.integration.daemon.support import ARBITER
 
 pytestmark = [pytest.mark.anvil, pytest.mark.timeout(120)]
 on_module_loop = pytest.mark.asyncio(loop_scope="module")
@@ -63,7 +65,8 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
             f'[identity]\nkeystore_dir = "{folder / "keys"}"\nkeystore = "rig"\n'
             'password_env = "RIG_PASSWORD"\n'
             f'[http]\nport = {port}\n[indexer]\npoll_interval_s = 0.05\n'
-            '[tx]\npoll_interval_s = 0.05\n')
+            '[tx]\npoll_interval_s = 0.05\n'
+            f'[policy]\narbiters = ["{devnet.accounts[ARBITER].address}"]\n')
         yield Env(devnet, folder, toml, {"RIG_PASSWORD": PASSWORD})
     finally:
         await devnet.stop()
@@ -87,15 +90,22 @@ def test_init_writes_a_keystore_and_settings_that_load(tmp_path: Path,
     monkeypatch.setenv("MANTA_IDENTITY__PASSWORD_ENV", "PW")
     monkeypatch.setenv("PW", PASSWORD)
     runner = CliRunner()
+    arbiter = "0x" + "ab" * 20
     args = ["init", "--config-out", "rig.toml", "--rpc-url", "http://127.0.0.1:8545",
-            "--public-url", "http://10.1.1.1:8700", "--gpus", "2", "--json"]
+            "--public-url", "http://10.1.1.1:8700", "--gpus", "2", "--arbiter", arbiter,
+            "--json"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
+    untrusting = runner.invoke(app, ["init", "--config-out", "none.toml", "--name", "other"])
+    assert untrusting.exit_code == 0, untrusting.output
+    assert "no arbiter trusted yet" in " ".join(untrusting.output.split())
     monkeypatch.delenv("MANTA_IDENTITY__PASSWORD_ENV")
     settings = load_miner_settings(Path("rig.toml"))
     assert settings.capacity.gpus == 2 and settings.http.endpoint() == "http://10.1.1.1:8700"
     assert settings.chain.rpc_urls == ["http://127.0.0.1:8545"]
+    assert settings.policy.arbiters == (checksum_address(arbiter),)
+    assert load_miner_settings(Path("none.toml")).policy.arbiters == ()
     settings = load_miner_settings(Path("rig.toml"), identity={"password_env": "PW"})
     assert unlock_account(settings, {"PW": PASSWORD}).address == out["address"]
     again = runner.invoke(app, args)
@@ -112,7 +122,8 @@ async def test_register_status_withdraw(env: Env) -> None:
     status = await invoke(env, "status", "--json")
     assert status["address"] == env.devnet.accounts[MINER].address
     assert status["endpoint"] == first["endpoint"] and status["credit_native_wei"] == 0
-    assert status["reputation"] == {"completed": 0, "failed": 0, "disputes_lost": 0}
+    assert status["reputation"] == {"completed": 0, "failed": 0, "disputes_lost": 0,
+                                    "earned_wei": 0, "distinct_clients": 0}
     assert (await invoke(env, "withdraw", "--json")) == {"withdrawn_wei": {}}
 
 
@@ -132,7 +143,7 @@ async def test_run_miner_claims_and_serves(env: Env) -> None:
     posted = await client.post_task(TaskParams(
         reward_wei=10**17, bond_wei=10**15, slots=1, claim_window_s=600, work_window_s=7200,
         review_window_s=600, arbitration_window_s=600,
-        arbiter=env.devnet.accounts[9].address, spec_hash=spec.spec_hash(),
+        arbiter=env.devnet.accounts[ARBITER].address, spec_hash=spec.spec_hash(),
         validation_hash="0x" + "55" * 32), spec_file.as_uri())
     try:
         loop = asyncio.get_running_loop()

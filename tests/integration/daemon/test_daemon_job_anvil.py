@@ -1,6 +1,7 @@
 """Real training behind the daemon on anvil: a posted task goes OPEN → SETTLED with the
 training subprocess, the authenticated gradient exchange between two members, the leader's
-search and export, the members' signatures, the client's accept, and the withdrawals."""
+search and export, the members' signatures, and the client's accept, which pays each member
+its share and bond (checked in the wallets, to the wei)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from node.documents.spec import (
 )
 from node.ports import free_port
 from tests.daemon_support import phase, until
+from tests.integration.daemon.support import ARBITER, Wallets, trusted_policy
 
 pytestmark = [pytest.mark.anvil, pytest.mark.timeout(150), pytest.mark.usefixtures("watchdog"),
               pytest.mark.asyncio(loop_scope="module")]
@@ -56,11 +58,13 @@ def tiny_spec(seed: int = 0) -> TaskSpec:
         constraint=Constraint(max_flops=MAX_FLOPS))
 
 
-def miner_settings(tmp_path: Path, name: str, deployment: Path) -> MinerSettings:
+def miner_settings(tmp_path: Path, name: str, deployment: Path, devnet: Devnet
+                   ) -> MinerSettings:
     return load_miner_settings(
         data_dir=str(tmp_path / name), chain={"deployment_file": str(deployment)},
         http={"port": free_port()}, indexer={"poll_interval_s": 0.05},
-        tx={"poll_interval_s": 0.05}, capacity={"max_concurrent_tasks": 4})
+        tx={"poll_interval_s": 0.05}, capacity={"max_concurrent_tasks": 4},
+        policy=trusted_policy(devnet))
 
 
 async def post(devnet: Devnet, client: TaskMarket, folder: Path, spec: TaskSpec,
@@ -69,7 +73,7 @@ async def post(devnet: Devnet, client: TaskMarket, folder: Path, spec: TaskSpec,
     posted = await client.post_task(TaskParams(
         reward_wei=REWARD, bond_wei=BOND, slots=slots, claim_window_s=600,
         work_window_s=7200, review_window_s=600, arbitration_window_s=60,
-        arbiter=devnet.accounts[9].address, spec_hash=spec.spec_hash(),
+        arbiter=devnet.accounts[ARBITER].address, spec_hash=spec.spec_hash(),
         validation_hash="0x" + "46" * 32), (folder / "spec.json").as_uri())
     return posted.task_id
 
@@ -133,8 +137,10 @@ async def test_two_daemons_train_together_to_settled(devnet: Devnet, tmp_path: P
                                      await devnet.sender(0))
     spec = tiny_spec()
     stop = asyncio.Event()
+    wallets = await Wallets.snapshot(devnet.rpc, client.sender.address, client.address,
+                                     *(devnet.accounts[i].address for i in (1, 2)))
     async with AsyncExitStack() as stack:
-        miners = [await start_miner(stack, miner_settings(tmp_path, f"m{i}", deployment),
+        miners = [await start_miner(stack, miner_settings(tmp_path, f"m{i}", deployment, devnet),
                                     devnet.accounts[i], stop) for i in (1, 2)]
         task_id = await post(devnet, client, tmp_path, spec, slots=2)
         await until(lambda: all(phase(m.services.store, task_id) is TaskPhase.SUBMITTED
@@ -165,12 +171,20 @@ async def test_two_daemons_train_together_to_settled(devnet: Devnet, tmp_path: P
         await until(lambda: all(phase(m.services.store, task_id) is TaskPhase.WITHDRAWN
                                 for m in miners), 30)
         for miner in miners:
+            # one claim mined each (the one that lost the race for the group, if they
+            # claimed in the same instant, claimed again)
             claims = [t.status for t in miner.services.store.txs(task_id, "claim")]
-            assert claims == [TxStatus.MINED]
+            assert claims[-1] is TxStatus.MINED and set(claims[:-1]) <= {TxStatus.FAILED}
+            assert "withdraw" not in [t.purpose for t in miner.services.store.txs(task_id)]
         submits = [t.status for t in leader.services.store.txs(task_id, "submit")]
         assert submits == [TxStatus.MINED]
         assert member.services.store.txs(task_id, "submit") == []
-    assert await client.state_of(task_id) is TaskState.SETTLED
-    for miner, share in zip((leader, member), equal_shares(REWARD, 2), strict=True):
-        withdrawn = await client.get_withdrawn(account=miner.services.conn.address)
-        assert [w.amount_wei for w in withdrawn] == [share + BOND]
+        addresses = [m.services.conn.address for m in (leader, member)]
+    view = await client.get_task(task_id)
+    assert view.state is TaskState.SETTLED and view.miners_paid and view.closed
+    assert view.signed_slots == 0b11
+    for address, share in zip(addresses, equal_shares(REWARD, 2), strict=True):
+        assert (await wallets.change(address))[0] == share  # paid inside accept, bond back
+        assert await client.credit_of(address) == 0
+    assert (await wallets.change(client.sender.address))[0] == -REWARD
+    assert (await wallets.change(client.address))[0] == 0  # nothing left in escrow

@@ -1,7 +1,9 @@
 """Two daemons (``open_miner`` wiring, real HTTP servers) take a task from TaskPosted to
-money withdrawn on anvil, with the training replaced by a published manifest: claim, group,
-manifest served by the leader, checked, downloaded and signed by the member, submitted,
-finalized after a silent review window, settled, withdrawn — each transaction once."""
+money in their wallets on anvil, with the training replaced by a published manifest: claim,
+group, manifest served by the leader, checked, downloaded and signed by the member,
+submitted, finalized after a silent review window (the payouts pushed inside ``finalize``),
+settled, ``withdrawn`` (the daemon's last phase; no withdraw transaction is needed) — each
+transaction once."""
 
 from __future__ import annotations
 
@@ -19,17 +21,18 @@ from miner.daemon.runtime import MinerServices, open_miner
 from miner.daemon.settings import load_miner_settings
 from miner.daemon.store import TaskPhase, TxStatus
 from node.chain.market import TaskMarket
-from node.chain.models import TaskParams
+from node.chain.models import TaskParams, TaskState
 from node.devnet import Devnet
 from node.documents.manifest import Metrics, ResultManifest
 from node.documents.spec import Constraint, DatasetRef, SearchSpaceSpec, TaskSpec
 from node.ports import free_port
 from tests.daemon_support import phase, until
+from tests.integration.daemon.support import ARBITER, Wallets, trusted_policy, warp
 
 pytestmark = [pytest.mark.anvil, pytest.mark.timeout(120), pytest.mark.usefixtures("watchdog"),
               pytest.mark.asyncio(loop_scope="module")]
 ROOT = Path(__file__).resolve().parents[3]
-REWARD, BOND = 10**17 + 1, 10**15  # an odd reward: the leader gets the extra wei
+REWARD, BOND = 10**17 + 1, 2 * 10**15  # an odd reward: the leader gets the extra wei
 
 
 def sha(data: bytes) -> str:
@@ -40,19 +43,22 @@ async def test_two_daemons_from_post_to_withdrawn(devnet: Devnet, tmp_path: Path
     deployment = tmp_path / "deployment.json"
     devnet.deployment.save(deployment)
     stop = asyncio.Event()
+    market = devnet.deployment.task_market
+    client = await TaskMarket.create(devnet.rpc, market, await devnet.sender(0))
+    wallets = await Wallets.snapshot(devnet.rpc, client.sender.address, market,
+                                     *(devnet.accounts[i].address for i in (5, 6)))
     async with AsyncExitStack() as stack:
         miners: list[MinerServices] = []
         for index in (5, 6):
             settings = load_miner_settings(
                 data_dir=str(tmp_path / f"m{index}"), chain={"deployment_file": str(deployment)},
                 http={"port": free_port()}, indexer={"poll_interval_s": 0.05},
-                tx={"poll_interval_s": 0.05}, capacity={"max_concurrent_tasks": 4})
+                tx={"poll_interval_s": 0.05}, capacity={"max_concurrent_tasks": 4},
+                policy=trusted_policy(devnet))
             miners.append(await stack.enter_async_context(
                 open_miner(settings, devnet.accounts[index])))
         loops = [asyncio.create_task(run_until_stopped(m.daemon, stop, 0.1)) for m in miners]
         try:
-            client = await TaskMarket.create(devnet.rpc, devnet.deployment.task_market,
-                                             await devnet.sender(0))
             spec = TaskSpec(kind="classification", dataset=DatasetRef(name="digits"),
                             search_space=SearchSpaceSpec(resolutions=(32,)),
                             constraint=Constraint(max_flops=10**7))
@@ -60,7 +66,7 @@ async def test_two_daemons_from_post_to_withdrawn(devnet: Devnet, tmp_path: Path
             posted = await client.post_task(TaskParams(
                 reward_wei=REWARD, bond_wei=BOND, slots=2, claim_window_s=600,
                 work_window_s=7200, review_window_s=60, arbitration_window_s=60,
-                arbiter=devnet.accounts[9].address, spec_hash=spec.spec_hash(),
+                arbiter=devnet.accounts[ARBITER].address, spec_hash=spec.spec_hash(),
                 validation_hash="0x" + "44" * 32), (tmp_path / "spec.json").as_uri())
             task_id = posted.task_id
             await until(lambda: all(phase(m.store, task_id) is TaskPhase.FORMED for m in miners))
@@ -84,22 +90,34 @@ async def test_two_daemons_from_post_to_withdrawn(devnet: Devnet, tmp_path: Path
             assert "0x" + view.result_root.hex() == root
             assert member.artifacts.path_of(sha(weights)) is not None  # the member serves it too
 
-            await devnet.rpc.request("evm_increaseTime", [61])  # the client stays silent
-            await devnet.rpc.request("evm_mine", [])
+            await warp(devnet.rpc, 61)  # the client stays silent past the review window
             await until(lambda: all(phase(m.store, task_id) is TaskPhase.WITHDRAWN for m in miners))
         finally:
             stop.set()
             await asyncio.gather(*loops)
+        # every member signed: each was paid its share and its bond inside finalize
+        view = await client.get_task(task_id)
+        assert view.state is TaskState.SETTLED and view.miners_paid and view.closed
+        assert view.signed_slots == 0b11
         shares = equal_shares(REWARD, 2)
+        assert shares[0] == shares[1] + 1  # the odd wei goes to slot 0, the leader
         for miner, share in zip((leader, member), shares, strict=True):
-            withdrawn = await client.get_withdrawn(account=miner.conn.address)
-            assert [w.amount_wei for w in withdrawn] == [share + BOND]
+            gained, _ = await wallets.change(miner.conn.address)
+            assert gained == share  # bond out at claim and back at finalize, share in
             assert await client.credit_of(miner.conn.address) == 0
+            assert "withdraw" not in [t.purpose for t in miner.store.txs(task_id)]
+            # one finalize got in; the other daemon's (if any) found the task settled
+            assert [t.status for t in miner.store.txs(task_id, "finalize")] in (
+                [], [TxStatus.MINED], [TxStatus.FAILED])
+        finalizes = [t.status for m in miners for t in m.store.txs(task_id, "finalize")]
+        assert finalizes.count(TxStatus.MINED) == 1
+        assert (await wallets.change(client.sender.address))[0] == -REWARD
+        assert (await wallets.change(market))[0] == 0  # nothing left in escrow
         submits = [(t.purpose, t.status) for t in leader.store.txs(task_id)]
         assert submits.count(("submit", TxStatus.MINED)) == 1
         assert [t.purpose for t in member.store.txs(task_id, "submit")] == []
         rep = await client.reputation_of(member.conn.address)
-        assert rep.completed == 1
+        assert (rep.completed, rep.earned_wei, rep.distinct_clients) == (1, shares[1], 1)
 
 
 async def test_submit_recovery_never_submits_twice(devnet: Devnet, tmp_path: Path) -> None:
@@ -116,7 +134,8 @@ async def test_submit_recovery_never_submits_twice(devnet: Devnet, tmp_path: Pat
     settings = load_miner_settings(
         data_dir=str(tmp_path / "m"), chain={"deployment_file": str(deployment)},
         http={"port": free_port()}, indexer={"poll_interval_s": 0.05},
-        tx={"poll_interval_s": 0.05}, capacity={"max_concurrent_tasks": 4})
+        tx={"poll_interval_s": 0.05}, capacity={"max_concurrent_tasks": 4},
+        policy=trusted_policy(devnet))
     account = devnet.accounts[7]
     async with open_miner(settings, account) as miner:
         await miner.daemon.start()
@@ -126,7 +145,7 @@ async def test_submit_recovery_never_submits_twice(devnet: Devnet, tmp_path: Pat
                 posted = await client.post_task(TaskParams(
                     reward_wei=REWARD, bond_wei=BOND, slots=1, claim_window_s=600,
                     work_window_s=7200, review_window_s=60, arbitration_window_s=60,
-                    arbiter=devnet.accounts[9].address, spec_hash=spec.spec_hash(),
+                    arbiter=devnet.accounts[ARBITER].address, spec_hash=spec.spec_hash(),
                     validation_hash="0x" + "45" * 32), (tmp_path / "spec.json").as_uri())
                 tasks.append(posted.task_id)
             await until(lambda: all(phase(miner.store, t) is TaskPhase.FORMED for t in tasks))
@@ -146,8 +165,8 @@ async def test_submit_recovery_never_submits_twice(devnet: Devnet, tmp_path: Pat
             # (b) the submit was mined, then the daemon died before recording it
             miner.store.set_phase(b, TaskPhase.SUBMITTING)
             miner.store.begin_tx("submit", b)
-            signature = miner.store.signatures(b, roots[1])[account.address]
-            await miner.conn.market.submit_result(b, roots[1], "uri", [REWARD], [signature])
+            # alone in its group, the sender's own signature is implied: none to pass
+            await miner.conn.market.submit_result(b, roots[1], "uri", {})
             nonce = await devnet.rpc.get_nonce(account.address, "latest")
             await miner.daemon.poll()
             await miner.daemon.poll()

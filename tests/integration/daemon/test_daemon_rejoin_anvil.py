@@ -41,6 +41,7 @@ from node.documents.spec import (
     TrainingBudget,
 )
 from node.ports import free_port
+from tests.integration.daemon.support import ARBITER, gas_spent_wei
 
 pytestmark = [pytest.mark.anvil, pytest.mark.timeout(240), pytest.mark.usefixtures("watchdog"),
               pytest.mark.asyncio(loop_scope="module")]
@@ -135,19 +136,6 @@ async def wait_for(what: Callable[[], bool], daemons: list[tuple[Any, Any]], lab
         await asyncio.sleep(0.1)
 
 
-async def gas_spent_wei(devnet: Devnet, address: str, first: int, last: int) -> tuple[int, int]:
-    """(transactions, wei of gas) ``address`` paid in blocks ``first..last``."""
-    count, wei = 0, 0
-    for number in range(first, last + 1):
-        block = await devnet.rpc.request("eth_getBlockByNumber", [hex(number), True])
-        for tx in block["transactions"]:
-            if tx["from"].lower() == address.lower():
-                receipt = await devnet.rpc.request("eth_getTransactionReceipt", [tx["hash"]])
-                count += 1
-                wei += int(receipt["gasUsed"], 16) * int(receipt["effectiveGasPrice"], 16)
-    return count, wei
-
-
 async def test_killed_member_rejoins_and_the_task_settles(
         devnet: Devnet, miner_process: Any, processes: SimpleNamespace, tmp_path: Path) -> None:
     market_address = devnet.deployment.task_market
@@ -156,7 +144,8 @@ async def test_killed_member_rejoins_and_the_task_settles(
     for i in (1, 2):
         port = free_port()
         miners.append(miner_process.create(tmp_path / f"m{i}", devnet.deployment,
-                                           bytes(devnet.accounts[i].key), port))
+                                           bytes(devnet.accounts[i].key), port,
+                                           arbiters=[devnet.accounts[ARBITER].address]))
         addresses.append(devnet.accounts[i].address)
         as_miner = await TaskMarket.create(devnet.rpc, market_address, await devnet.sender(i))
         await as_miner.register(f"http://127.0.0.1:{port}")  # what `run` would register
@@ -167,7 +156,7 @@ async def test_killed_member_rejoins_and_the_task_settles(
     (tmp_path / "spec.json").write_bytes(task_spec.canonical())
     posted = await client.post_task(TaskParams(
         reward_wei=REWARD, bond_wei=BOND, slots=2, claim_window_s=600, work_window_s=7200,
-        review_window_s=600, arbitration_window_s=60, arbiter=devnet.accounts[9].address,
+        review_window_s=600, arbitration_window_s=60, arbiter=devnet.accounts[ARBITER].address,
         spec_hash=task_spec.spec_hash(), validation_hash="0x" + "5e" * 32),
         (tmp_path / "spec.json").as_uri())
     task_id = posted.task_id
@@ -250,21 +239,21 @@ async def test_killed_member_rejoins_and_the_task_settles(
     assert ours.keys() == theirs.keys() and ours
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
 
-    # on chain and in the stores: one claim each, one submission, settled, paid once
-    assert await client.state_of(task_id) is TaskState.SETTLED
+    # on chain and in the stores: one claim each, one submission, settled, paid once (inside
+    # the accept: no withdraw transaction)
+    view = await client.get_task(task_id)
+    assert view.state is TaskState.SETTLED and view.miners_paid and view.closed
+    assert view.signed_slots == 0b11  # the rejoined member signed too
     assert len(await client.get_task_claimed(task_id=task_id)) == 2
     assert len(await client.get_result_submitted(task_id=task_id)) == 1
-    assert [(p, s) for p, s in leader.txs(task_id)] == [
-        ("claim", "mined"), ("submit", "mined"), ("withdraw", "mined")]
-    assert [(p, s) for p, s in member.txs(task_id)] == [("claim", "mined"), ("withdraw", "mined")]
+    assert [(p, s) for p, s in leader.txs(task_id)] == [("claim", "mined"), ("submit", "mined")]
+    assert [(p, s) for p, s in member.txs(task_id)] == [("claim", "mined")]
     last_block = await devnet.rpc.block_number()
     group = await client.members_of(task_id)
     shares = dict(zip(group, equal_shares(REWARD, len(group)), strict=True))
     for address, before in zip(addresses, wallets, strict=True):
-        withdrawn = await client.get_withdrawn(first_block, last_block, account=address)
-        assert [w.amount_wei for w in withdrawn] == [shares[address] + BOND]
-        sent, gas_wei = await gas_spent_wei(devnet, address, first_block, last_block)
-        assert sent == (3 if address == leader_address else 2)  # claim, (submit,) withdraw
+        sent, gas_wei = await gas_spent_wei(devnet.rpc, address, first_block, last_block)
+        assert sent == (2 if address == leader_address else 1)  # claim, (submit)
         # share + bond back - bond - gas
         assert await devnet.rpc.get_balance(address) - before == shares[address] - gas_wei
         assert await client.credit_of(address, ZERO_ADDRESS) == 0

@@ -24,6 +24,7 @@ from node.chain.market import TaskMarket
 from node.chain.models import TaskParams
 from node.devnet import Devnet, DevnetConfig
 from node.documents.spec import Constraint, DatasetRef, SearchSpaceSpec, TaskSpec
+from tests.integration.daemon.support import ARBITER
 
 pytestmark = [pytest.mark.anvil, pytest.mark.timeout(120), pytest.mark.usefixtures("watchdog"),
               pytest.mark.asyncio(loop_scope="module")]
@@ -84,7 +85,7 @@ async def post(rig: Rig) -> int:
     posted = await rig.client.post_task(TaskParams(
         reward_wei=10**17, bond_wei=10**15, slots=1, claim_window_s=600, work_window_s=7200,
         review_window_s=600, arbitration_window_s=600,
-        arbiter=rig.devnet.accounts[9].address, spec_hash=spec.spec_hash(),
+        arbiter=rig.devnet.accounts[ARBITER].address, spec_hash=spec.spec_hash(),
         validation_hash="0x" + "66" * 32), path.as_uri())
     return posted.task_id
 

@@ -1,7 +1,8 @@
 """A stereo task behind the daemon on anvil: one daemon claims a tiny ``ofa_dispnetc_micro``
 task on procedural pairs, trains it in the job runner, searches under the FLOPs limit,
-publishes a manifest that reports EPE, and the client's accept settles it; a stereo task
-whose FLOPs limit is below the cheapest sub-network is refused without a claim."""
+publishes a manifest that reports EPE, and the client's accept settles it (the reward and
+the bond pushed to the miner's wallet); a stereo task whose FLOPs limit is below the cheapest
+sub-network is refused without a claim."""
 
 from __future__ import annotations
 
@@ -35,10 +36,11 @@ from node.documents.spec import (
 )
 from node.ports import free_port
 from tests.daemon_support import phase, until
+from tests.integration.daemon.support import ARBITER, Wallets, trusted_policy
 
 pytestmark = [pytest.mark.anvil, pytest.mark.timeout(150), pytest.mark.usefixtures("watchdog"),
               pytest.mark.asyncio(loop_scope="module")]
-REWARD, BOND = 10**17 + 1, 10**15
+REWARD, BOND = 10**17 + 1, 2 * 10**15  # the bond floor of one slot: 10**15 + 1
 SUPERNET = "ofa_dispnetc_micro"
 
 
@@ -64,7 +66,7 @@ async def post(devnet: Devnet, client: TaskMarket, path: Path, spec: TaskSpec) -
     path.write_bytes(spec.canonical())
     posted = await client.post_task(TaskParams(
         reward_wei=REWARD, bond_wei=BOND, slots=1, claim_window_s=600, work_window_s=7200,
-        review_window_s=600, arbitration_window_s=60, arbiter=devnet.accounts[9].address,
+        review_window_s=600, arbitration_window_s=60, arbiter=devnet.accounts[ARBITER].address,
         spec_hash=spec.spec_hash(), validation_hash="0x" + "46" * 32), path.as_uri())
     return posted.task_id
 
@@ -82,8 +84,9 @@ async def test_a_stereo_task_goes_to_settled_with_an_epe_manifest(devnet: Devnet
     settings = load_miner_settings(
         data_dir=str(tmp_path / "miner"), chain={"deployment_file": str(deployment)},
         http={"port": free_port()}, indexer={"poll_interval_s": 0.05},
-        tx={"poll_interval_s": 0.05}, policy={"kinds": ["stereo"]})
+        tx={"poll_interval_s": 0.05}, policy=trusted_policy(devnet, kinds=["stereo"]))
     account = devnet.accounts[1]
+    wallets = await Wallets.snapshot(devnet.rpc, account.address, client.address)
     stop = asyncio.Event()
     async with AsyncExitStack() as stack:
         supervisor = JobSupervisor(settings.paths(), account, standby=False)
@@ -103,6 +106,7 @@ async def test_a_stereo_task_goes_to_settled_with_an_epe_manifest(devnet: Devnet
         refused = miner.store.task(refused_id)
         assert refused is not None and refused.reason.startswith("constraint_infeasible: max_flops")
         assert miner.store.txs(refused_id, "claim") == []
+        await client.cancel(refused_id)  # nobody claims it: its client takes the reward back
 
         await until(lambda: phase(miner.store, task_id) is TaskPhase.SUBMITTED, 120)
         raw = miner.store.manifest(task_id)
@@ -137,6 +141,9 @@ async def test_a_stereo_task_goes_to_settled_with_an_epe_manifest(devnet: Devnet
         await until(lambda: phase(miner.store, task_id) is TaskPhase.WITHDRAWN, 30)
         claims = [t.status for t in miner.store.txs(task_id, "claim")]
         assert claims == [TxStatus.MINED]
-    assert await client.state_of(task_id) is TaskState.SETTLED
-    withdrawn = await client.get_withdrawn(account=account.address)
-    assert [w.amount_wei for w in withdrawn] == [REWARD + BOND]
+        assert "withdraw" not in [t.purpose for t in miner.store.txs(task_id)]
+    view = await client.get_task(task_id)
+    assert view.state is TaskState.SETTLED and view.miners_paid and view.signed_slots == 1
+    assert (await wallets.change(account.address))[0] == REWARD  # bond out and back
+    assert await client.credit_of(account.address) == 0
+    assert (await wallets.change(client.address))[0] == 0  # nothing left in escrow
