@@ -309,6 +309,8 @@ class MinerDaemon:
         elif isinstance(event, TaskSettled):
             phase = TaskPhase.SETTLED if event.miners_paid else TaskPhase.FAILED
             await self._advance(event.task_id, phase, "" if event.miners_paid else "lost")
+            if not event.miners_paid and self.flow is not None:
+                await self.flow.answer_lost_dispute(event.task_id)
         elif isinstance(event, TaskExpired | TaskCancelled):
             await self._advance(event.task_id, TaskPhase.FAILED, type(event).__name__)
             if isinstance(event, TaskExpired) and self.flow is not None:

@@ -131,12 +131,16 @@ class ResultFlow:
             raise ResultRefused(task_id=task_id, reason="; ".join(problems))
         return await self._sign_and_store(record, manifest)
 
-    async def _sign_and_store(self, record: TaskRecord, manifest: ResultManifest) -> str:
+    async def _sign_and_store(self, record: TaskRecord, manifest: ResultManifest,
+                              phase: TaskPhase | None = TaskPhase.SIGNING) -> str:
+        """Store and sign ``manifest``; move to ``phase`` (None: stay, for a result already on
+        chain that this member signs late)."""
         root = manifest.result_root()
         signature = self._d.sign(record.task_id, root)
         await self._db(self._store.set_manifest, record.task_id, manifest.canonical(), root)
         await self._db(self._store.add_signature, record.task_id, root, self.address, signature)
-        await self._db(self._store.set_phase, record.task_id, TaskPhase.SIGNING, "")
+        if phase is not None:
+            await self._db(self._store.set_phase, record.task_id, phase, "")
         logger.info("result signed task=%d role=%s root=%s", record.task_id, record.role, root)
         crash_point("result.signed")
         return root
@@ -194,18 +198,22 @@ class ResultFlow:
 
     # ---- member ------------------------------------------------------------------------------
 
-    async def _check_and_sign(self, record: TaskRecord, view: TaskView) -> None:
+    async def _check_and_sign(self, record: TaskRecord, view: TaskView,
+                              phase: TaskPhase | None = TaskPhase.SIGNING) -> str | None:
+        """Fetch the leader's manifest, check it against the chain, fetch its artifacts (so
+        this member serves them too) and sign it; the root, or None when there is nothing
+        (yet) this member would sign."""
         task_id = record.task_id
         endpoint = await self._market.endpoint_of(record.group[0])
         fetched = await self._d.peers.manifest(endpoint, task_id)
         if fetched is None:
-            return  # the leader has not published yet
+            return None  # the leader has not published yet
         manifest, _raw = fetched
         problems = check_manifest(manifest, task_id=task_id, spec_hash=view.spec_hash,
                                   group=record.group, reward_wei=view.reward_wei)
         if problems:
             logger.warning("leader's manifest refused task=%d problems=%s", task_id, problems)
-            return
+            return None
         for sha in (manifest.weights_sha256, manifest.arch_json_sha256):
             if await self._db(self._d.artifacts.path_of, sha) is None:
                 tmp = await self._d.peers.download(endpoint, sha, self._d.artifacts.directory)
@@ -213,7 +221,7 @@ class ResultFlow:
                     await self._db(self._d.artifacts.put_file, tmp, sha, task_id)
                 finally:
                     tmp.unlink(missing_ok=True)
-        await self._sign_and_store(record, manifest)
+        return await self._sign_and_store(record, manifest, phase)
 
     # ---- everyone ------------------------------------------------------------------------------
 
@@ -230,15 +238,24 @@ class ResultFlow:
 
     async def _answer_left_out(self, record: TaskRecord, view: TaskView, now: int) -> None:
         """A result went on chain without this member's signature (a quorum submitted without
-        waiting for it, or left it out on purpose): until the settle deadline, endorse it if
-        this member signed the same root (its share and bond), else check in (its bond)."""
+        waiting for it, or left it out on purpose): until the settle deadline, endorse it when
+        this member signed (or now checks and signs) the same root, which earns its share and
+        bond; else check in, which keeps its bond. While the result is disputed it only checks
+        in: endorsing then would stake its bond on the ruling, and it can still endorse after a
+        ruling for the miners."""
         if record.slot is None or view.signed(record.slot) or now > view.settle_deadline:
             return
-        if view.state is TaskState.SETTLED and not view.miners_paid:
-            endorsable = False
-        else:
-            endorsable = record.result_root is not None and \
-                record.result_root.lower() == "0x" + view.result_root.hex()
+        root = "0x" + view.result_root.hex()
+        open_to_endorse = view.state is TaskState.SUBMITTED or (
+            view.state is TaskState.SETTLED and view.miners_paid)
+        if open_to_endorse and (record.result_root or "").lower() != root:
+            try:  # signed nothing yet (still training when the quorum submitted): look now
+                await self._check_and_sign(record, view, phase=None)
+            except PeerError as exc:
+                logger.warning("leader's manifest not fetched task=%d error=%s", record.task_id,
+                               exc)
+            record = await self._db(self._store.task, record.task_id) or record
+        endorsable = open_to_endorse and (record.result_root or "").lower() == root
         task_id = record.task_id
         try:
             if endorsable:
@@ -298,6 +315,16 @@ class ResultFlow:
             return
         if receipt is not None:
             logger.info("checked in task=%d work_deadline=%d", task_id, view.work_deadline)
+
+    async def answer_lost_dispute(self, task_id: int) -> None:
+        """The arbiter ruled for the client: a member left out of that result that has not
+        checked in does so now (until the settle deadline), and keeps its bond."""
+        record = await self._db(self._store.task, task_id)
+        if record is None or record.slot is None:
+            return
+        view = await self._market.get_task(task_id)
+        now = int((await self._market.sender.rpc.get_block("latest"))["timestamp"])
+        await self._answer_left_out(record, view, now)
 
     async def reclaim_bond(self, task_id: int) -> None:
         """After an expiry: withdraw the bond the contract returned because this member

@@ -67,6 +67,9 @@ E = TypeVar("E", bound=ChainEvent)
 #: Tries of a claim whose group changed (another miner claimed first) before it is given up.
 CLAIM_ATTEMPTS = 5
 CLAIM_RETRY_S = 0.2
+#: Headroom for a late check-in or endorsement estimated before a settlement and mined after
+#: it: then it also pushes the member's payout (30,000 gas forwarded, a cold value transfer).
+LATE_PAYOUT_GAS = 45_000
 #: Reverts of a deposit's dry run that the approval (or the balance check) deals with next.
 _DEPOSIT_REVERTS = frozenset({"ERC20InsufficientAllowance", "ERC20InsufficientBalance"})
 BlockId = int | str
@@ -198,11 +201,13 @@ class TaskMarket:
         return await view_call(self._rpc, self.address, self._codec, self._table, name, *args)
 
     async def _send(
-        self, name: str, *args: Any, value_wei: int = 0, gas_cap: int | None = None
+        self, name: str, *args: Any, value_wei: int = 0, gas_cap: int | None = None,
+        gas_extra: int = 0,
     ) -> TxReceipt:
         data = self._codec.encode_call(name, *args)
         return await self.sender.send(
-            self.address, data, value_wei=value_wei, gas_cap=gas_cap, label=f"TaskMarket.{name}"
+            self.address, data, value_wei=value_wei, gas_cap=gas_cap, gas_extra=gas_extra,
+            label=f"TaskMarket.{name}",
         )
 
     # ---- miner registry ------------------------------------------------------------------
@@ -317,12 +322,14 @@ class TaskMarket:
         while RUNNING this keeps the bond if the task expires; a member left out of a submitted
         result keeps its bond by checking in before the settle deadline
         (``TaskMarketNotMember``, ``TaskMarketAlreadyCheckedIn``, ``TaskMarketNoEvidence``)."""
+        evidence = hash32(evidence)
         group = await self.members_of(_task_id(task_id))
-        return await self._send("checkIn", task_id, group, hash32(evidence))
+        return await self._send("checkIn", task_id, group, evidence, gas_extra=LATE_PAYOUT_GAS)
 
     async def endorse(self, task_id: int) -> TxReceipt:
         """As a member left out of a submitted result: sign it late (share and bond)."""
-        return await self._with_group("endorse", task_id)
+        group = await self.members_of(_task_id(task_id))
+        return await self._send("endorse", task_id, group, gas_extra=LATE_PAYOUT_GAS)
 
     async def sweep(self, task_id: int) -> TxReceipt:
         """After the settle deadline: burn what members left out of the result did not claim."""

@@ -186,9 +186,13 @@ class TxSender:
         *,
         value_wei: int = 0,
         gas_cap: int | None = None,
+        gas_extra: int = 0,
         label: str = "tx",
     ) -> TxReceipt:
-        """Pre-flight, sign, send and wait for one transaction; ``to`` None deploys ``data``."""
+        """Pre-flight, sign, send and wait for one transaction; ``to`` None deploys ``data``.
+
+        ``gas_extra`` is added to the estimate (within the cap) for a call whose cost grows if
+        the state it was estimated on changes before it is mined."""
         tx: dict[str, Any] = {"from": self.address, "data": data, "value": value_wei}
         if to is not None:
             tx["to"] = checksum_address(to)
@@ -203,7 +207,7 @@ class TxSender:
             estimate = await self.preflight(tx, label)
             if estimate > cap:
                 raise GasCapExceeded(label=label, estimated_gas=estimate, gas_cap=cap)
-            gas = gas_limit_for(estimate, self._config.gas_margin, cap)
+            gas = gas_limit_for(estimate + gas_extra, self._config.gas_margin, cap)
             self._require(balance, value_wei + gas * fees.max_fee_wei)
             fields = {k: v for k, v in tx.items() if k != "from"}
             fields.update(gas=gas, chainId=self._rpc.chain_id, type=2)
