@@ -74,7 +74,9 @@ async def test_monitor_page_follows_a_daemon_from_claim_to_settlement(tmp_path: 
     config = DevnetConfig(anvil_path=anvil, folder=tmp_path / "net",
                           deployment_file=tmp_path / "deployment.json", write_keystores=True)
     async with await Devnet.start(config) as devnet:
-        current = [start_miner(tmp_path / "miner", devnet, MINER)]  # the restart replaces it
+        # the daemon trusts the task's arbiter (account 9); the restart replaces it
+        current = [start_miner(tmp_path / "miner", devnet, MINER,
+                               arbiters=[devnet.accounts[9].address])]
         try:
             await run_scenario(devnet, current, tmp_path)
         finally:
