@@ -79,6 +79,12 @@ contract TaskMarketFuzzTest is MarketFixture {
         }
         assertEq(_balanceOf(c.token, client), before[c.n] + refund, "the unendorsed shares back");
         assertEq(market.burnedOf(c.token), (c.n - c.signed) * uint256(c.bond), "silent bonds burned");
+        uint256 paid = _balanceOf(c.token, client) - before[c.n];
+        for (uint256 i; i < c.n; ++i) {
+            paid += _balanceOf(c.token, miners[i]) - before[i];
+        }
+        assertEq(paid + market.burnedOf(c.token), uint256(c.reward) + c.n * uint256(c.bond), "paid + burned == reward + bonds");
+        assertEq(market.creditOf(client, c.token), 0, "pushed, not credited");
         assertEq(_balanceOf(c.token, address(market)), market.burnedOf(c.token), "the market holds the burn only");
     }
 

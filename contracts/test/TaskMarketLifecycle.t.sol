@@ -3,7 +3,7 @@ pragma solidity ^0.8.28;
 
 import {MarketFixture} from "./utils/MarketFixture.sol";
 import {TaskMarket} from "../src/TaskMarket.sol";
-import {RejectingClient, ReenteringClient, RejectingMiner} from "./utils/Mocks.sol";
+import {RejectingClient, ReenteringClient, RejectingMiner, HostileToken} from "./utils/Mocks.sol";
 
 /// @notice Every path of the lifecycle, with the money checked to the wei.
 contract TaskMarketLifecycleTest is MarketFixture {
@@ -270,5 +270,59 @@ contract TaskMarketLifecycleTest is MarketFixture {
         );
         bytes32 structHash = keccak256(abi.encode(market.RESULT_TYPEHASH(), uint256(7), ROOT));
         assertEq(market.resultDigest(7, ROOT), keccak256(abi.encodePacked("\x19\x01", domain, structHash)), "digest");
+    }
+
+    function _hostileToken() internal returns (HostileToken token) {
+        token = new HostileToken();
+        address[3] memory holders = [client, miners[0], miners[1]];
+        for (uint256 i; i < 3; ++i) {
+            token.mint(holders[i], 100 ether);
+            vm.prank(holders[i]);
+            token.approve(address(market), type(uint256).max);
+        }
+    }
+
+    /// A token push that fails (the member is on the token's blocklist) becomes a credit in that
+    /// token without blocking the other payouts; the member withdraws it once it can receive.
+    function test_tokenPushToABlockedMember_becomesACredit_withdrawnLater() public {
+        HostileToken token = _hostileToken();
+        uint256 taskId = _post(_params(address(token), REWARD, BOND, 2));
+        _claim(taskId, miners[0]);
+        _claim(taskId, miners[1]);
+        _submitAll(taskId);
+        uint256 before0 = token.balanceOf(miners[0]);
+        uint256 before1 = token.balanceOf(miners[1]);
+        token.setBlocked(miners[1], true);
+        uint256 owed = _share(REWARD, 2, 1) + BOND;
+        vm.expectEmit(address(market));
+        emit TaskMarket.PaymentDeferred(miners[1], address(token), owed);
+        _accept(taskId);
+        assertEq(token.balanceOf(miners[0]), before0 + _share(REWARD, 2, 0) + BOND, "the other member is paid");
+        assertEq(token.balanceOf(miners[1]), before1, "nothing pushed to the blocked member");
+        assertEq(market.creditOf(miners[1], address(token)), owed, "credited in the token");
+        vm.expectRevert(bytes("HostileToken: blocked"));
+        vm.prank(miners[1]);
+        market.withdraw(address(token)); // still blocked: the credit stays
+        token.setBlocked(miners[1], false);
+        vm.prank(miners[1]);
+        market.withdraw(address(token));
+        assertEq(token.balanceOf(miners[1]), before1 + owed, "withdrawn");
+        assertEq(market.creditOf(miners[1], address(token)), 0, "credit cleared");
+        assertEq(token.balanceOf(address(market)), 0, "nothing left");
+    }
+
+    /// A token that starts charging a fee after the task was posted cannot short a bond: the
+    /// claim is refused.
+    function test_feeSwitchedOnAfterPosting_refusesTheClaim() public {
+        HostileToken token = _hostileToken();
+        uint256 taskId = _post(_params(address(token), REWARD, BOND, 2));
+        token.setFee(true);
+        address[] memory group = groupOf[taskId];
+        vm.expectRevert(
+            abi.encodeWithSelector(TaskMarket.TaskMarketFeeOnTransfer.selector, address(token), BOND, BOND - BOND / 100)
+        );
+        vm.prank(miners[0]);
+        market.claim(taskId, group);
+        assertEq(uint256(market.getTask(taskId).claimed), 0, "no claim");
     }
 }

@@ -81,3 +81,35 @@ contract RejectingMiner {
         market.withdraw(address(0));
     }
 }
+
+/// @notice An ERC-20 with a blocklist on receiving (as some stablecoins have) and a 1% fee its
+/// owner can switch on after a task was posted: a push to a blocked member must become a credit,
+/// and a bond that arrives short must be refused.
+contract HostileToken is ERC20 {
+    mapping(address => bool) public blocked;
+    bool public feeOn;
+
+    constructor() ERC20("Hostile Token", "HST") {}
+
+    function mint(address to, uint256 amount) external {
+        _mint(to, amount);
+    }
+
+    function setBlocked(address account, bool on) external {
+        blocked[account] = on;
+    }
+
+    function setFee(bool on) external {
+        feeOn = on;
+    }
+
+    function _update(address from, address to, uint256 value) internal override {
+        require(!blocked[to], "HostileToken: blocked");
+        if (feeOn && from != address(0) && to != address(0)) {
+            uint256 fee = value / 100;
+            super._update(from, address(0), fee);
+            value -= fee;
+        }
+        super._update(from, to, value);
+    }
+}

@@ -21,27 +21,31 @@ abstract contract Test {
     // ------------------------------------------------------------ assertions
 
     function assertEq(uint256 left, uint256 right, string memory what) internal pure {
-        vm.assertEq(left, right, what);
+        if (left != right) vm.assertEq(left, right, what);
     }
 
     function assertEq(address left, address right, string memory what) internal pure {
-        vm.assertEq(left, right, what);
+        if (left != right) vm.assertEq(left, right, what);
     }
 
     function assertEq(bytes32 left, bytes32 right, string memory what) internal pure {
-        vm.assertEq(left, right, what);
+        if (left != right) vm.assertEq(left, right, what);
     }
 
     function assertEq(bool left, bool right, string memory what) internal pure {
-        vm.assertEq(left, right, what);
+        if (left != right) vm.assertEq(left, right, what);
+    }
+
+    function assertEq(int256 left, int256 right, string memory what) internal pure {
+        if (left != right) vm.assertEq(left, right, what);
     }
 
     function assertTrue(bool condition, string memory what) internal pure {
-        vm.assertTrue(condition, what);
+        if (!condition) vm.assertTrue(condition, what);
     }
 
     function assertLe(uint256 left, uint256 right, string memory what) internal pure {
-        vm.assertLe(left, right, what);
+        if (left > right) vm.assertLe(left, right, what);
     }
 
     /// @dev Maps a fuzzed value into [min, max] without discarding runs.
@@ -54,6 +58,13 @@ abstract contract Test {
         privateKey = uint256(keccak256(bytes(name))) % 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141 + 1;
         account = vm.addr(privateKey);
         vm.label(account, name);
+    }
+
+    /// @dev console.log(string, uint256) without forge-std: forge prints it with -vv.
+    function _log(string memory what, uint256 value) internal view {
+        address console = 0x000000000000000000636F6e736F6c652e6c6f67;
+        (bool ok,) = console.staticcall(abi.encodeWithSignature("log(string,uint256)", what, value));
+        ok;
     }
 
     // ------------------------------------------------------------ invariant targets (read by forge)

@@ -21,7 +21,10 @@ interface Vm {
     function assertEq(address left, address right, string calldata message) external pure;
     function assertEq(bytes32 left, bytes32 right, string calldata message) external pure;
     function assertEq(bool left, bool right, string calldata message) external pure;
+    function assertEq(int256 left, int256 right, string calldata message) external pure;
     function assertTrue(bool condition, string calldata message) external pure;
     function assertLe(uint256 left, uint256 right, string calldata message) external pure;
     function toString(uint256 value) external pure returns (string memory);
+    function setEnv(string calldata name, string calldata value) external;
+    function envOr(string calldata name, uint256 defaultValue) external view returns (uint256);
 }
