@@ -39,6 +39,7 @@ from node.errors import ConfigError
 from node.identity import keystore
 from node.identity.passwords import PasswordSource
 from node.monitor.timeline import TimelineReader
+from node.transport import raise_fd_limit
 
 logger = logging.getLogger(__name__)
 
@@ -207,6 +208,7 @@ async def run_miner(settings: MinerSettings, account: LocalAccount, stop: asynci
     (:func:`miner.daemon.job.run_job_miner`: training subprocess, search, result).
     ``MANTA_CRASH_*`` in the environment arms a crash point (:mod:`crashpoints`; chaos tests)."""
     crashpoints.arm(crashpoints.CrashPlan.from_environ(environment(), settings.data_dir))
+    raise_fd_limit()  # peers, strangers and the monitor's streams each hold a descriptor
     if on_group_formed is None:
         from miner.daemon.job import run_job_miner  # job imports this module
 

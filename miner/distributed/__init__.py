@@ -9,14 +9,23 @@ Modules, from the pure core outwards:
                      flat float32 buffer (subnet-aware exchange: only those travel)
 - ``optim_guard``    :func:`keep_unused`: an optimizer step that leaves untrained elements and
                      their momentum / Adam state exactly as they were
-- ``robust``         non-finite rejection, clipping to the median norm, centered clipping
+- ``robust``         non-finite rejection, a bound against the lower-median size (also at two
+                     peers), clipping to the median size, centered clipping
 - ``compression``    float32 / bf16 / blockwise int8 codecs and error feedback
-- ``frames``         the wire format of gradient parts and results
+- ``frames``         the wire format of gradient parts, results, declarations and verdicts
 - ``pieces``         how a round cuts the buffer into shards and pipelined pieces, and how a
                      peer assembles the results (pure)
-- ``channel``        :class:`PeerChannel`, the abstract async peer link, and an in-memory hub
+- ``channel``        :class:`PeerChannel`, the abstract async peer link, an in-memory hub,
+                     and the :class:`Mailbox` with its per-sender budgets
+- ``audit``          never trusting a reducer: each piece's verifier, the verifier's checks, how
+                     a peer settles a piece, local result checks, disputes, evidence (pure)
+- ``reduction``      a round's plan (pieces, each shard's verifier), a peer's encoded parts,
+                     and the deterministic reduction of a piece's rows (pure)
+- ``round_run``      one round as a peer runs it: parts to owner and verifier, owner's
+                     declaration, verifier's verdict, results collected
 - ``exchange``       :class:`GradientExchange`: reduce-scatter + all-gather between miners with
-                     per-round deadlines, drops and a round report each
+                     per-round deadlines, verification, drops, caught members and a round
+                     report each
 - ``reports``        :class:`RoundReport` and the per-peer participation tally (reward shares)
 - ``tcp_channel``    a plain-TCP :class:`PeerChannel` (tests, benches, trusted LANs)
 - ``transport_channel``  the :class:`PeerChannel` over ``node.transport`` (authenticated, AEAD)

@@ -1,34 +1,39 @@
-"""The all-reduce between miners: reduce-scatter then all-gather over n peers.
+"""The all-reduce between miners: reduce-scatter then all-gather over n peers, verified.
 
 Each round, the live peers (sorted by name, the same everywhere) split the flat buffer into
 n shards; peer ``i`` owns shard ``i``, cut into pieces (:mod:`miner.distributed.pieces`).
-Every peer sends each owner its part of each piece (reduce-scatter); the owner aggregates a
-piece's parts as soon as they are all in, or at the reduce deadline (robustly,
-:mod:`miner.distributed.robust`), and sends the result to everyone (all-gather) while the
-next piece is still arriving. A peer sends and receives ``2 (n-1)/n`` of the buffer, the
-bandwidth optimum, and every transfer is direct, so one slow peer delays no one else's shard.
+Every peer sends each owner its part of each piece; the owner aggregates a piece's parts as
+soon as they are all in, or at the reduce deadline (robustly,
+:mod:`miner.distributed.robust`), and sends the result to everyone while the next piece is
+still arriving. A member is authenticated, not trusted: with ``verify`` (the default) every
+piece also has a verifier that receives the same parts, checks the owner's declaration and
+recomputes its result, and a peer applies a piece only when the verifier confirmed the very
+bytes it holds (:mod:`miner.distributed.audit`; :mod:`miner.distributed.round_run` runs
+a round). That costs each peer twice the bytes of an unverified round from three peers up,
+and nothing at two, where each peer reduces every piece itself.
 
-Failure handling: a part that misses the reduce deadline drops its sender from that piece;
-a piece whose result misses the round deadline gets no update this round (count 0, which
-the optimizer guard turns into "leave these weights alone"), so every survivor applies the
-same update. Result frames name who was averaged and who was rejected, so all survivors
-write the same :class:`RoundReport` and drop the same peers from later rounds. A peer the
-others dropped is not told: it finds itself missing from the next results (its round
-reports show its own name as dropped).
+Failure handling: a part that misses the reduce deadline at both reducers drops its sender;
+a reducer whose result, declaration or verdict misses its deadline is dropped by whoever
+missed it; a piece without a confirmed result gets no update this round (count 0, which the
+optimizer guard turns into "leave these weights alone"), so every survivor applies the same
+update. Who contributed, who was rejected and who is dropped is derived by each peer from
+what both reducers said (one liar cannot remove anyone), and a member caught lying is
+dropped for the task: :attr:`GradientExchange.caught`, with what it did in
+:attr:`GradientExchange.evidence`. A peer the others dropped is not told: it finds itself
+missing from the next results (its round reports show its own name as dropped).
 
 Rejoining: a dropped member (typically restarted from an older checkpoint) asks every peer
 to take it back (:meth:`GradientExchange.request_join`, called when its join message
 arrives; :mod:`miner.distributed.rejoin`). Every live peer remembers the request; only the
 round's *coordinator*, the first live peer in sorted order, acts on it. At the start of
-round ``r`` the coordinator fixes the set of requesters that are not live, and every result
-frame it sends in round ``r`` carries that set as a bitmap over the whole group. A peer
-applies the admission — those members are live from round ``r + 1`` — exactly when its
-round ``r`` report keeps the coordinator (all of the coordinator's results arrived and it
-was not dropped); the report records it as ``admitted``. Survivors that agree on the report
-therefore agree on the next live set; one that missed a coordinator result has dropped the
-coordinator and is split from the others whether or not anyone joined. The coordinator
-then hands the admitted member the group's state after round ``r`` and the round ``r + 1``
-live set, and the member starts there (:meth:`GradientExchange.rejoin`).
+round ``r`` the coordinator fixes the set of requesters that are not live, and every
+declaration it makes in round ``r`` carries that set as a bitmap over the whole group. A
+peer applies the admission — those members are live from round ``r + 1`` — exactly when its
+round ``r`` report keeps the coordinator and all the coordinator's declarations agree; the
+report records it as ``admitted``. A caught member is never admitted. The members then hand
+the admitted member the group's state after round ``r`` (checked by it against what the
+others hold: :mod:`miner.distributed.rejoin`), and it starts there
+(:meth:`GradientExchange.rejoin`).
 """
 
 from __future__ import annotations
@@ -37,38 +42,48 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from miner.distributed.channel import Payload, PeerChannel
-from miner.distributed.compression import Codec, Encoded, ErrorFeedback, Float32Codec
-from miner.distributed.errors import ExchangeError, FrameError, JoinError
-from miner.distributed.frames import PART, RESULT, Frame, decode_frame, encode_frame
-from miner.distributed.pieces import Piece, assemble, plan_pieces
+from miner.distributed.audit import DisputeLedger, Evidence, Settlement, settle
+from miner.distributed.channel import PeerChannel
+from miner.distributed.compression import Codec, ErrorFeedback, Float32Codec
+from miner.distributed.errors import ExchangeError, JoinError
+from miner.distributed.pieces import assemble
+from miner.distributed.reduction import Reducer, RoundPlan
 from miner.distributed.reports import RoundReport
-from miner.distributed.robust import RobustConfig, aggregate
-from node.errors import MantaError
+from miner.distributed.robust import RobustConfig
+from miner.distributed.round_run import RoundRun, finish
 
 log = logging.getLogger(__name__)
-_MIN_WAIT_S = 0.01  # even past a deadline, take what has already arrived
 
 
 @dataclass(frozen=True)
 class ExchangeConfig:
-    """Per-round limits, aggregation and wire format.
+    """Per-round limits, aggregation, verification and wire format.
 
-    Parts are due at ``reduce_share * round_timeout_s``, results at ``round_timeout_s``;
-    ``piece_elems`` bounds the unit that travels and is reduced (pipelining).
+    Parts are due at ``reduce_share * round_timeout_s``, declarations at the verifier at
+    ``verify_share * round_timeout_s``, results and verdicts at ``round_timeout_s``;
+    ``piece_elems`` bounds the unit that travels and is reduced (pipelining). ``verify``
+    off trusts each owner's word (a trusted group); the local checks stay on: a result is
+    refused when not finite or when its RMS exceeds ``result_bound * n`` times this peer's
+    own. Disputes count for ``dispute_window_rounds`` rounds; a pair disputing alone is
+    caught after ``pair_strikes`` rounds (:class:`~miner.distributed.audit.DisputeLedger`).
     """
 
     round_timeout_s: float = 30.0
     reduce_share: float = 0.5
+    verify_share: float = 0.75
     robust: RobustConfig = field(default_factory=RobustConfig)
     codec: Codec = field(default_factory=Float32Codec)
     error_feedback: bool = True
     exclude_dropped: bool = True
     piece_elems: int = 1 << 22
+    verify: bool = True
+    result_bound: float = 16.0
+    dispute_window_rounds: int = 8
+    pair_strikes: int = 3
 
 
 @dataclass(frozen=True)
@@ -92,10 +107,15 @@ class GradientExchange:
         self.group: tuple[str, ...] = tuple(sorted(set(peers)))
         self.alive: tuple[str, ...] = self.group
         self.reports: list[RoundReport] = []
+        self.evidence: list[Evidence] = []
+        self.caught: set[str] = set()
+        self.disputes = DisputeLedger(config.dispute_window_rounds, config.pair_strikes)
         self._joins: set[str] = set()  # members that asked to be taken back
         self._first_round = 0  # a rejoined peer starts at the round it was admitted for
         self._feedback = ErrorFeedback()
-        self._scratch: dict[tuple[int, int], np.ndarray] = {}  # reducer outputs, reused
+        self._reducer = Reducer(
+            config.robust, config.codec, None if config.verify else self._feedback
+        )
 
     @property
     def me(self) -> str:
@@ -108,14 +128,16 @@ class GradientExchange:
 
     def request_join(self, peer: str) -> None:
         """Remember that ``peer`` asked to be taken back; the coordinator admits it in the
-        results of the first round it runs without it (see the module docstring)."""
+        declarations of the first round it runs without it (see the module docstring)."""
         if peer not in self.group or peer == self.me:
             raise JoinError("not another member of this group", peer=peer)
+        if peer in self.caught:
+            raise JoinError("caught lying in this task", peer=peer)
         self._joins.add(peer)
 
     def rejoin(self, round_id: int, alive: Sequence[str]) -> None:
         """Start again as a member admitted from ``round_id`` with the live set ``alive``
-        (from the coordinator's state transfer)."""
+        (from the group's state transfer)."""
         live = tuple(sorted(set(alive)))
         if self.me not in live or not set(live) <= set(self.group):
             raise JoinError(f"live set {list(live)} does not fit the group", peer=self.me)
@@ -147,194 +169,147 @@ class GradientExchange:
         if out is not None and (out.shape != values.shape or np.shares_memory(out, values)):
             raise ExchangeError("out must be a separate buffer shaped like values")
         started = time.monotonic()
-        loop = asyncio.get_running_loop()
-        reduce_deadline = loop.time() + self.config.round_timeout_s * self.config.reduce_share
-        round_deadline = loop.time() + self.config.round_timeout_s
-        pieces = plan_pieces(values.shape[0], len(peers), self.config.piece_elems)
-        me = peers.index(self.me)
-        admitting = [me == 0 and m in self._joins and m not in peers for m in self.group]
-        sends: list[asyncio.Task[int]] = []
+        run = self._run(round_id, peers, values, masks)
         try:
             try:
-                parts = await asyncio.to_thread(self._encode_parts, round_id, values, pieces, me)
-                for owner, frames in parts.items():
-                    sends.append(asyncio.create_task(self._send(peers[owner], round_id, frames)))
-                own: dict[int, list[Encoded]] = {}
-                for piece in (p for p in pieces if p.owner == me):
-                    own[piece.pid] = await self._reduce(
-                        round_id, peers, values, masks, piece, reduce_deadline, admitting
-                    )
-                    tagged = [(f"result.{piece.pid}", own[piece.pid])]
-                    for i, peer in enumerate(peers):
-                        if i != me:
-                            sends.append(asyncio.create_task(self._send(peer, round_id, tagged)))
-                t_reduced = time.monotonic()
-                keys = [(p.owner, f"result.{p.pid}") for p in pieces if p.owner != me]
-                raw = await _collect(self.channel, peers, round_id, keys, round_deadline)
-                bytes_sent = await _finish(sends, round_deadline)
+                feedback = self._feedback if self.config.error_feedback else None
+                await asyncio.to_thread(run.encode_parts, feedback)
+                run.send_parts()
+                await asyncio.gather(run.run_owner(), run.run_verifier(), run.run_receiver())
+                bytes_sent = await finish(run.sends, run.deadlines[2])
             except BaseException:
-                await _finish(sends, None)
+                await finish(run.sends, None)
                 raise
-            frames_by_pid: dict[int, Frame | None] = {
-                p.pid: self._parse(raw[(p.owner, f"result.{p.pid}")], peers, round_id, p)
-                for p in pieces
-                if (p.owner, f"result.{p.pid}") in raw
+            settled = {
+                pid: settle(rec, run.plan.me, len(peers)) for pid, rec in run.records().items()
             }
-            for pid, (header, payload) in own.items():
-                frame = decode_frame(header, self.me)
-                frames_by_pid[pid] = replace(frame, payload=memoryview(payload).cast("B"))
-            result = assemble(pieces, frames_by_pid, peers, masks, self.config.codec, out)
+            applied = {
+                pid: (run.results[pid], s.averaged) for pid, s in settled.items() if s.applied
+            }
+            mean, counts = assemble(run.plan.pieces, applied, peers, masks, out)
         finally:
             self.channel.release(round_id)  # received buffers are not used past this point
-        report = replace(
-            result.report,
-            round_id=round_id,
-            duration_s=time.monotonic() - started,
-            bytes_sent=bytes_sent,
-        )
-        report = replace(report, admitted=self._admitted(pieces, frames_by_pid, report))
-        log.debug(
-            "round=%d pieces=%d reduce_s=%.4f total_s=%.4f",
-            round_id,
-            len(pieces),
-            t_reduced - started,
-            report.duration_s,
-        )
+        report = self._report(run, settled, time.monotonic() - started, bytes_sent)
         self._record(report)
-        return RoundResult(result.mean, result.counts, report)
+        return RoundResult(mean, counts, report)
 
-    # --- phases -----------------------------------------------------------------------
-
-    def _encode_parts(
-        self, round_id: int, values: np.ndarray, pieces: list[Piece], me: int
-    ) -> dict[int, list[tuple[str, list[Encoded]]]]:
-        """Per owner (not me): the tagged part frames of its pieces, in piece order."""
-        codec_id = self.config.codec.codec_id
-        parts: dict[int, list[tuple[str, list[Encoded]]]] = {}
-        for p in pieces:
-            if p.owner == me:
-                continue
-            data, _ = self._encode(("part", p.pid, p.size), values[p.lo : p.hi])
-            frame = encode_frame(PART, codec_id, round_id, p.pid, p.size, data)
-            parts.setdefault(p.owner, []).append((f"part.{p.pid}", frame))
-        return parts
-
-    def _encode(self, stream: tuple[str, int, int], x: np.ndarray) -> tuple[Encoded, np.ndarray]:
-        if self.config.error_feedback:
-            return self._feedback.encode(self.config.codec, stream, x)
-        data = self.config.codec.encode(x)
-        return data, self.config.codec.decode(data, x.shape[0])
-
-    async def _send(self, peer: str, round_id: int, frames: list[tuple[str, list[Encoded]]]) -> int:
-        """Send tagged frames to ``peer`` in order; the bytes that went out."""
-        sent = 0
-        for tag, frame in frames:
-            try:
-                await self.channel.send(peer, round_id, tag, frame)
-            except (OSError, MantaError) as exc:  # the transport's errors are MantaErrors too
-                log.warning(
-                    "send failed peer=%s round=%d tag=%s error=%s", peer, round_id, tag, exc
-                )
-                break
-            sent += sum(len(part) for part in frame)
-        return sent
-
-    async def _reduce(
+    def _run(
         self,
         round_id: int,
         peers: tuple[str, ...],
         values: np.ndarray,
         masks: Mapping[str, np.ndarray] | None,
-        piece: Piece,
-        deadline: float,
-        admitting: list[bool],
-    ) -> list[Encoded]:
-        """Collect one of my pieces' parts until ``deadline``; return its result frame."""
-        me, lo, hi = piece.owner, piece.lo, piece.hi
-        keys = [(i, f"part.{piece.pid}") for i in range(len(peers)) if i != me]
-        raw = await _collect(self.channel, peers, round_id, keys, deadline)
-        rows: dict[int, np.ndarray] = {me: values[lo:hi]}
-        for (i, _), data in raw.items():
-            try:
-                frame = decode_frame(data, peers[i])
-                self._check(frame, peers[i], PART, round_id, piece, None)
-                rows[i] = self.config.codec.decode(frame.payload, piece.size)
-            except FrameError as exc:
-                log.warning("part refused round=%d error=%s", round_id, exc)
-        order = sorted(rows)
-        mk = None if masks is None else np.stack([masks[peers[i]][lo:hi] for i in order])
-        key = (piece.pid, piece.size)
-        if key not in self._scratch:
-            self._scratch[key] = np.empty(piece.size, np.float32)
-        agg = await asyncio.to_thread(
-            aggregate,
-            [rows[i] for i in order],
-            mk,
-            self.config.robust,
-            piece.size,
-            self._scratch[key],
-        )
-        contributors = [False] * len(peers)
-        rejected = [False] * len(peers)
-        for j in agg.accepted:
-            contributors[order[j]] = True
-        for j in agg.rejected:
-            rejected[order[j]] = True
-        encoded, _ = self._encode(("result", piece.pid, piece.size), agg.mean)
-        codec_id = self.config.codec.codec_id
-        return encode_frame(
-            RESULT,
-            codec_id,
+    ) -> RoundRun:
+        config = self.config
+        plan = RoundPlan.make(
             round_id,
-            piece.pid,
-            piece.size,
-            encoded,
-            contributors,
-            rejected,
+            peers,
+            self.me,
+            values.shape[0],
+            config.piece_elems,
+            config.verify,
+            len(self.group),
+        )
+        now = asyncio.get_running_loop().time()
+        deadlines = (
+            now + config.round_timeout_s * config.reduce_share,
+            now + config.round_timeout_s * config.verify_share,
+            now + config.round_timeout_s,
+        )
+        coordinating = plan.me == 0
+        admitting = tuple(
+            coordinating and m in self._joins and m not in peers and m not in self.caught
+            for m in self.group
+        )
+        return RoundRun(
+            plan,
+            self.channel,
+            self._reducer,
+            values,
+            masks,
+            deadlines,
             admitting,
+            config.result_bound,
         )
 
-    def _parse(
-        self, data: Payload, peers: tuple[str, ...], round_id: int, piece: Piece
-    ) -> Frame | None:
-        peer = peers[piece.owner]
-        try:
-            frame = decode_frame(data, peer)
-            self._check(frame, peer, RESULT, round_id, piece, len(peers))
-            if len(frame.admitted) != len(self.group):
-                raise FrameError(f"{len(frame.admitted)} group flags", peer=peer)
-            self.config.codec.decode(frame.payload, piece.size)  # checks the payload size
-        except FrameError as exc:
-            log.warning("result refused round=%d error=%s", round_id, exc)
-            return None
-        return frame
+    # --- the round's report -----------------------------------------------------------
 
-    def _check(
-        self, f: Frame, peer: str, kind: int, round_id: int, piece: Piece, n_peers: int | None
-    ) -> None:
-        want = (kind, self.config.codec.codec_id, round_id, piece.pid, piece.size)
-        got = (f.kind, f.codec_id, f.round_id, f.piece, f.n_elements)
-        if got != want or (n_peers is not None and f.n_peers != n_peers):
-            raise FrameError(f"header {got} where {want} was expected", peer=peer)
+    def _report(
+        self, run: RoundRun, settled: Mapping[int, Settlement], duration_s: float, sent: int
+    ) -> RoundReport:
+        plan, peers = run.plan, run.plan.peers
+        applied = [s for s in settled.values() if s.applied]
+        credited = set(range(len(peers)))
+        for s in applied:
+            credited &= s.credited
+        if not applied:
+            credited = set()
+        dropped: set[int] = set()
+        rejected: set[int] = set()
+        for s in settled.values():
+            dropped |= s.absent | s.silent
+            if s.applied:
+                rejected |= s.rejected
+        caught = self._judge(run, settled)
+        self.evidence.extend(run.evidence)
+        gone = {peers[i] for i in dropped} | (caught & set(peers))
+        report = RoundReport(
+            round_id=plan.round_id,
+            peers=peers,
+            contributed=tuple(p for i, p in enumerate(peers) if i in credited and p not in gone),
+            dropped=tuple(p for p in peers if p in gone),
+            rejected=tuple(p for i, p in enumerate(peers) if i in rejected),
+            missing_shards=tuple(
+                sorted({p.owner for p in plan.pieces if not settled[p.pid].applied})
+            ),
+            duration_s=duration_s,
+            bytes_sent=sent,
+            caught=tuple(sorted(caught)),
+        )
+        return RoundReport(**{**report.__dict__, "admitted": self._admitted(run, report)})
 
-    def _admitted(
-        self, pieces: list[Piece], frames: Mapping[int, Frame | None], report: RoundReport
-    ) -> tuple[str, ...]:
-        """The members the round's coordinator (``peers[0]``) admitted, as its result frames
-        say; none unless the report keeps the coordinator."""
+    def _judge(self, run: RoundRun, settled: Mapping[int, Settlement]) -> set[str]:
+        """File the round's disputes; the peers caught this round (dropped for the task)."""
+        peers, round_id = run.plan.peers, run.plan.round_id
+        convicted: set[str] = set()
+        for s in settled.values():
+            if s.dispute is not None:
+                self.disputes.add(round_id, (peers[i] for i in s.dispute))
+            convicted |= {peers[i] for i in s.convicted}
+        caught = (self.disputes.caught(round_id, self.me, self.caught) | convicted) - {self.me}
+        caught -= self.caught
+        for peer in sorted(caught):
+            log.warning("peer caught round=%d peer=%s", round_id, peer)
+            run.evidence.append(Evidence(round_id, -1, peer, "caught", self.me))
+        self.caught |= caught
+        return caught
+
+    def _admitted(self, run: RoundRun, report: RoundReport) -> tuple[str, ...]:
+        """The members the round's coordinator (``peers[0]``) admitted, as its declarations
+        say; none unless the report keeps the coordinator and they all agree."""
         if not report.peers or report.peers[0] in report.dropped:
             return ()
-        flags = {f.admitted for p in pieces if p.owner == 0 and (f := frames.get(p.pid))}
+        flags = {
+            d.admitted
+            for p in run.plan.pieces
+            if p.owner == 0 and (d := run.declarations.get(p.pid)) is not None
+        }
         if len(flags) != 1:
             return ()
         (admit,) = flags
+        if len(admit) != len(self.group):
+            return ()
         return tuple(
-            m for m, f in zip(self.group, admit, strict=True) if f and m not in report.peers
+            m
+            for m, f in zip(self.group, admit, strict=True)
+            if f and m not in report.peers and m not in self.caught
         )
 
     def _record(self, report: RoundReport) -> None:
         self.reports.append(report)
         gone = set(report.dropped)
+        if self.caught & set(self.alive):
+            self.alive = tuple(p for p in self.alive if p not in self.caught)
         if self.me in gone:
             log.warning("own contribution missing round=%d", report.round_id)
             return
@@ -347,43 +322,3 @@ class GradientExchange:
             log.info(
                 "peers admitted round=%d admitted=%s", report.round_id + 1, list(report.admitted)
             )
-
-
-async def _collect(
-    channel: PeerChannel,
-    peers: tuple[str, ...],
-    round_id: int,
-    keys: list[tuple[int, str]],
-    deadline: float,
-) -> dict[tuple[int, str], Payload]:
-    """The frames under ``(peer index, tag)`` ``keys`` that arrive before ``deadline``."""
-    tasks = {
-        key: asyncio.create_task(channel.recv(peers[key[0]], round_id, key[1])) for key in keys
-    }
-    if not tasks:
-        return {}
-    timeout = max(_MIN_WAIT_S, deadline - asyncio.get_running_loop().time())
-    try:
-        await asyncio.wait(tasks.values(), timeout=timeout)
-    finally:
-        for task in tasks.values():
-            task.cancel()
-        await asyncio.gather(*tasks.values(), return_exceptions=True)
-    got = {}
-    for key, task in tasks.items():
-        if task.done() and not task.cancelled() and task.exception() is None:
-            got[key] = task.result()
-        else:
-            log.info("missing %s from peer=%s round=%d", key[1], peers[key[0]], round_id)
-    return got
-
-
-async def _finish(sends: list[asyncio.Task[int]], deadline: float | None) -> int:
-    """Let sends run until ``deadline`` (``None``: stop now), cancel the rest, count bytes."""
-    if sends and deadline is not None:
-        timeout = max(0.0, deadline - asyncio.get_running_loop().time())
-        await asyncio.wait(sends, timeout=timeout)
-    for task in sends:
-        task.cancel()
-    results = await asyncio.gather(*sends, return_exceptions=True)
-    return sum(r for r in results if isinstance(r, int))

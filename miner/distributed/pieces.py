@@ -3,7 +3,8 @@
 Peer ``i`` of ``n`` owns shard ``i`` (a contiguous ``1/n`` of the buffer); each shard is cut
 into pieces of at most ``piece_elems`` elements, the unit that travels and is reduced, so
 that the reduction of one piece overlaps the transfer of the next (pipelining) and no
-message is larger than a piece. Pieces are numbered globally, shard-major.
+message is larger than a piece. Pieces are numbered globally, shard-major. Which pieces a
+peer applies, and whose parts are in them, is decided in :mod:`miner.distributed.audit`.
 """
 
 from __future__ import annotations
@@ -13,9 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from miner.distributed.compression import Codec
-from miner.distributed.frames import Frame, shard_bounds
-from miner.distributed.reports import RoundReport
+from miner.distributed.frames import shard_bounds
 
 
 @dataclass(frozen=True)
@@ -42,66 +41,55 @@ def plan_pieces(size: int, n_peers: int, piece_elems: int) -> list[Piece]:
     return pieces
 
 
-@dataclass(frozen=True)
-class Assembled:
-    """``mean [N]``, ``counts [N]`` (read-only, maybe a broadcast view), and the report."""
-
-    mean: np.ndarray
-    counts: np.ndarray
-    report: RoundReport
-
-
 def assemble(
     pieces: Sequence[Piece],
-    frames: Mapping[int, Frame | None],
+    applied: Mapping[int, tuple[np.ndarray, frozenset[int]]],
     peers: tuple[str, ...],
     masks: Mapping[str, np.ndarray] | None,
-    codec: Codec,
     out: np.ndarray | None,
-) -> Assembled:
-    """The round's result from the result frames by piece id (``None``/absent: missing).
+) -> tuple[np.ndarray, np.ndarray]:
+    """The round's ``(mean [N], counts [N])`` from the applied pieces.
 
-    A missing piece gets mean 0 and count 0 (no update); its owner counts as dropped.
-    ``round_id``, ``duration_s`` and ``bytes_sent`` of the report are left for the caller.
+    ``applied`` maps a piece id to its result ``[size]`` and the round indices averaged
+    into it; a piece not in it gets mean 0 and count 0 (no update). ``counts`` is how many
+    of the averaged peers used each element (read-only, maybe a broadcast view).
     """
     size = pieces[-1].hi if pieces else 0
     mean = np.empty(size, np.float32) if out is None else out
     counts = np.zeros(size, np.int32) if masks is not None else None
     per_piece: list[int] = []
-    used = np.ones(len(peers), bool)
-    rejected = np.zeros(len(peers), bool)
-    missing: set[int] = set()
     for piece in pieces:
         lo, hi = piece.lo, piece.hi
-        frame = frames.get(piece.pid)
-        if frame is None:
-            missing.add(piece.owner)
-            used[piece.owner] = False
+        got = applied.get(piece.pid)
+        if got is None:
             mean[lo:hi] = 0.0
             per_piece.append(0)
             continue
-        mean[lo:hi] = codec.decode(frame.payload, piece.size)
-        took = np.asarray(frame.contributors, bool)
-        used &= took
-        rejected |= np.asarray(frame.rejected, bool)
-        per_piece.append(int(took.sum()))
+        values, averaged = got
+        mean[lo:hi] = values
+        per_piece.append(len(averaged))
         if counts is not None and masks is not None:
-            for i in np.flatnonzero(took):
+            for i in sorted(averaged):
                 counts[lo:hi] += masks[peers[i]][lo:hi]
             mean[lo:hi][counts[lo:hi] == 0] = 0.0
     if counts is None:
         counts = _dense_counts(pieces, per_piece, size)
-    report = RoundReport(
-        round_id=-1,
-        peers=peers,
-        contributed=tuple(p for i, p in enumerate(peers) if used[i]),
-        dropped=tuple(p for i, p in enumerate(peers) if not used[i] and not rejected[i]),
-        rejected=tuple(p for i, p in enumerate(peers) if rejected[i]),
-        missing_shards=tuple(sorted(missing)),
-        duration_s=0.0,
-        bytes_sent=0,
-    )
-    return Assembled(mean, counts, report)
+    return mean, counts
+
+
+def used_elements(
+    piece: Piece,
+    peers: tuple[str, ...],
+    averaged: frozenset[int],
+    masks: Mapping[str, np.ndarray] | None,
+) -> np.ndarray | None:
+    """``[size]`` bool: the piece's elements some averaged peer used (``None``: dense)."""
+    if masks is None:
+        return None
+    used = np.zeros(piece.size, bool)
+    for i in averaged:
+        used |= masks[peers[i]][piece.lo : piece.hi]
+    return used
 
 
 def _dense_counts(pieces: Sequence[Piece], per_piece: list[int], size: int) -> np.ndarray:

@@ -1,8 +1,8 @@
 """What each all-reduce round records, and the tally reward shares are computed from.
 
-Every survivor of a round writes the same :class:`RoundReport` (result frames name who was
-averaged and who was rejected), so the group agrees on who did the work without another
-message. :func:`participation` sums the reports of a run per peer.
+Every survivor of a round that saw the same messages writes the same :class:`RoundReport`
+(derived from both reducers' declarations and verdicts), so the group agrees on who did the
+work without another message. :func:`participation` sums the reports of a run per peer.
 """
 
 from __future__ import annotations
@@ -19,7 +19,10 @@ class RoundReport:
     that missed a deadline somewhere (a part too late, or their own shard's result never
     came); ``rejected``: peers whose part was refused as non-finite; ``missing_shards``:
     shards that got no update this round; ``admitted``: members that rejoin from the next
-    round (the round coordinator's decision, :mod:`miner.distributed.exchange`).
+    round (the round coordinator's decision, :mod:`miner.distributed.exchange`); ``caught``:
+    members caught lying this round (dropped for the task; the evidence is on the exchange).
+    Each peer derives all of it from what both reducers of each piece said
+    (:mod:`miner.distributed.audit`), never from one reducer's word.
     """
 
     round_id: int
@@ -31,6 +34,7 @@ class RoundReport:
     duration_s: float
     bytes_sent: int
     admitted: tuple[str, ...] = ()
+    caught: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,14 @@ this miner's :class:`node.transport.TransportServer` files each message by (send
 round, tag) in a mailbox, from which :meth:`TransportChannel.recv` takes it. Payloads are
 opened straight into receive buffers recycled once the exchange releases their round (a
 fresh 50 MiB buffer costs more in page faults than its transfer). Peers are named
-by their checksum Ethereum address, the identity the transport authenticates; a message
-from another task or from an address outside the group is dropped.
+by their checksum Ethereum address, the identity the transport authenticates.
+
+Every gradient message is admitted from its verified head, before a buffer is taken for it
+(:meth:`TransportChannel.admit`): one from another task or from an address outside the
+group is refused (``not_a_member``), one for a round already released or more than
+``rounds_ahead`` rounds past it (``round_window``), one that would take its sender over
+``mailbox_peer_bytes`` parked in the mailbox (``peer_budget``). The refusals are counted
+in the transport's ``manta_transport_refused_total``.
 """
 
 from __future__ import annotations
@@ -26,8 +32,10 @@ from eth_account.signers.local import LocalAccount
 from miner.distributed.channel import Mailbox, Payload
 from miner.distributed.errors import ExchangeError
 from node.transport import (
+    Admission,
     IncomingMessage,
     Mode,
+    NotAMember,
     PeerClient,
     PeerUnreachable,
     TransportConfig,
@@ -52,6 +60,8 @@ class TransportChannel:
     registry: MetricsRegistry | None = None
     connect_timeout_s: float = 30.0
     mailbox: Mailbox = field(default_factory=Mailbox)
+    mailbox_peer_bytes: int = 1 << 30
+    rounds_ahead: int = 2
     streams_per_peer: int = 2
     pool_min_bytes: int = 1 << 20
     pool_per_size: int = 16
@@ -62,6 +72,10 @@ class TransportChannel:
     _opening: dict[str, asyncio.Lock] = field(default_factory=dict)
     _pool: dict[int, list[np.ndarray]] = field(default_factory=dict)
     _pooled_bytes: int = 0
+
+    def __post_init__(self) -> None:
+        self.mailbox.peer_bytes = self.mailbox_peer_bytes
+        self.mailbox.rounds_ahead = self.rounds_ahead
 
     @classmethod
     def attach(
@@ -77,7 +91,9 @@ class TransportChannel:
         ``peer_urls`` maps every other member's checksum address to its server URL.
         """
         channel = cls(server, account, dict(peer_urls), task_id, **options)  # type: ignore[arg-type]
-        server.register(MSG_TYPE, channel._on_message, allocate=channel.take_buffer)
+        server.register(
+            MSG_TYPE, channel._on_message, allocate=channel.take_buffer, admit=channel.admit
+        )
         return channel
 
     @property
@@ -154,10 +170,16 @@ class TransportChannel:
         self._clients = {}
         await asyncio.gather(*(c.shutdown() for c in clients), return_exceptions=True)
 
+    def admit(self, head: Admission) -> None:
+        """Refuse a gradient message from its head: another task, a sender outside the group,
+        a round outside the window, a sender over its mailbox budget."""
+        if head.task_id != self.task_id or head.peer not in self.peer_urls:
+            raise NotAMember(address=head.peer, task_id=head.task_id)
+        self.mailbox.admit(head.peer, head.round_id, head.total_bytes)
+
     async def _on_message(self, msg: IncomingMessage) -> None:
         if msg.task_id != self.task_id or msg.peer not in self.peer_urls:
-            log.warning("gradient message dropped peer=%s task=%d", msg.peer, msg.task_id)
-            return None
+            raise NotAMember(address=msg.peer, task_id=msg.task_id)
         self.mailbox.put((msg.peer, msg.round_id, msg.tag), msg.payload)
         return None
 

@@ -10,9 +10,14 @@ Modules:
 - ``handshake``  pure: hello/welcome layout, EIP-191 signatures, checks, HKDF session keys
 - ``frames``     pure: sealed frames (AES-256-GCM, or GMAC-only), sequence checks
 - ``stream``     a message as a stream of frames: sender generator, incremental reader
-- ``sessions``   session state, the server's session table, both sides of the handshake
+- ``sessions``   session state, the server's session table (per-peer caps), both sides of
+                 the handshake
+- ``guard``      the server's connection cap (closes idle or unauthenticated connections
+                 for newcomers, never a member's message)
+- ``routes``     the exchange routes (handshake, messages), their shared state, refusals
 - ``server``     :class:`TransportServer`: the miner's aiohttp app, exchange routes, /metrics
 - ``client``     :class:`PeerClient`: one session to one peer; send and get the reply
+- ``limits``     :func:`raise_fd_limit`: the daemon raises its file-descriptor soft limit
 
 Protocol, once per session: the initiator POSTs a hello {its address, the responder's
 address, a fresh X25519 public key, a 32-byte nonce, a timestamp, the task id and scope,
@@ -53,13 +58,18 @@ Rules of use:
   open several clients to one peer for parallel streams. Connections are kept alive.
 - A handler runs while its session's lock is held and its reply is the HTTP answer: keep
   it short (put the payload in a mailbox and return); a long wait stalls that session.
+- ``register(..., admit=check)`` sees each message's verified head (sender, round, tag, size)
+  before anything is allocated for it, and refuses by raising (e.g.
+  :class:`RoundOutOfWindow`, :class:`PeerBudgetExceeded`): that is where per-peer budgets
+  of the layer above live.
 - Do not modify a buffer passed to ``send`` before ``send`` returns (``Mode.AUTH`` streams
   it without copying).
 - ``Mode.AEAD`` (AES-256-GCM) encrypts and authenticates; ``Mode.AUTH`` authenticates only
   (GMAC; payload readable on the wire). With AES-NI both run at several GB/s per core.
 - Limits (``TransportConfig``): ``max_message_bytes``, ``max_chunk_bytes``, ``chunk_bytes``,
   the handshake window, session TTL (then the client re-handshakes, which re-checks
-  membership), connect/read/message timeouts.
+  membership), connect/read/message timeouts, sessions per peer, in-flight bytes per peer,
+  the connection cap and the keep-alive timeout.
 
 Nothing here imports torch.
 """
@@ -72,10 +82,13 @@ from node.transport.errors import (
     HandlerFailed,
     MessageTooLarge,
     NotAMember,
+    PeerBudgetExceeded,
+    PeerDisconnected,
     PeerRefused,
     PeerTimeout,
     PeerUnreachable,
     ReplayError,
+    RoundOutOfWindow,
     StaleTimestamp,
     TamperedFrame,
     TransportBusy,
@@ -87,15 +100,19 @@ from node.transport.errors import (
     WrongRecipient,
 )
 from node.transport.handshake import Mode
+from node.transport.limits import FdLimit, raise_fd_limit
 from node.transport.metrics import MetricsRegistry, TransportMetrics
-from node.transport.server import Handler, IncomingMessage, TransportServer
+from node.transport.server import Admission, Admit, Handler, IncomingMessage, TransportServer
 from node.transport.sessions import Membership
 from node.transport.stream import Allocator, Buffer
 
 __all__ = [
+    "Admission",
+    "Admit",
     "Allocator",
     "AuthError",
     "Buffer",
+    "FdLimit",
     "FrameError",
     "Handler",
     "HandlerFailed",
@@ -105,11 +122,14 @@ __all__ = [
     "MetricsRegistry",
     "Mode",
     "NotAMember",
+    "PeerBudgetExceeded",
     "PeerClient",
+    "PeerDisconnected",
     "PeerRefused",
     "PeerTimeout",
     "PeerUnreachable",
     "ReplayError",
+    "RoundOutOfWindow",
     "StaleTimestamp",
     "TamperedFrame",
     "TransportBusy",
@@ -122,4 +142,5 @@ __all__ = [
     "UnknownPeer",
     "UnknownSession",
     "WrongRecipient",
+    "raise_fd_limit",
 ]

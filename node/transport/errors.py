@@ -9,7 +9,13 @@ by address and never carry keys, signatures or payload bytes.
 
 - :class:`AuthError` and its children refuse a handshake or a session (HTTP 401/403);
 - :class:`FrameError` and its children refuse a frame or a message (HTTP 400/413);
+- :class:`PeerBudgetExceeded` and :class:`RoundOutOfWindow` refuse what a member may send but
+  not that much of, or not that far ahead (HTTP 429/409);
 - :class:`PeerUnreachable`, :class:`PeerTimeout`, :class:`PeerRefused` are what a sender sees.
+
+Refusals that never reach a route are counted under reasons of their own (no class):
+``connection_cap`` (a connection refused at the cap), ``preempted`` (a message abandoned for
+a newer one on its session).
 """
 
 from __future__ import annotations
@@ -84,6 +90,24 @@ class TransportBusy(TransportError):
     http_status: ClassVar[int] = 503
 
 
+class PeerBudgetExceeded(TransportError):
+    """A member that holds more than its share of a bounded resource (bytes in flight or
+    parked in a mailbox, messages queued); it may retry once what it holds is released."""
+
+    template: ClassVar[str] = "peer {peer} is over its {budget} budget: {detail}"
+    reason: ClassVar[str] = "peer_budget"
+    http_status: ClassVar[int] = 429
+
+
+class RoundOutOfWindow(TransportError):
+    """A message for a round this receiver will not hold: already finished, or too far ahead
+    of the round it is in (nothing is parked for the future beyond the window)."""
+
+    template: ClassVar[str] = "round {round_id} from {peer} is outside the window {window}"
+    reason: ClassVar[str] = "round_window"
+    http_status: ClassVar[int] = 409
+
+
 class FrameError(TransportError):
     """A frame or message that does not parse (wrong version, kind, flags or layout)."""
 
@@ -103,6 +127,14 @@ class TruncatedFrame(FrameError):
 
     template: ClassVar[str] = "body ended after {got} of {expected} bytes"
     reason: ClassVar[str] = "truncated"
+
+
+class PeerDisconnected(FrameError):
+    """The sender's connection closed while its message was being read (counted like any
+    other refusal: a body dropped half-way costs the receiver as much as a malformed one)."""
+
+    template: ClassVar[str] = "connection dropped while reading {what}"
+    reason: ClassVar[str] = "disconnected"
 
 
 class MessageTooLarge(FrameError):
@@ -161,9 +193,12 @@ REFUSALS: tuple[type[TransportError], ...] = (
     NotAMember,
     UnknownSession,
     TransportBusy,
+    PeerBudgetExceeded,
+    RoundOutOfWindow,
     FrameError,
     TamperedFrame,
     TruncatedFrame,
+    PeerDisconnected,
     MessageTooLarge,
     UnknownMessageType,
     HandlerFailed,

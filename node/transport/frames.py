@@ -143,18 +143,29 @@ class FrameOpener:
             raise FrameError("output buffer does not match the frame length")
         return FrameOpening(self, header, out)
 
-    def open_into(self, header: FrameHeader, body: bytes, out: memoryview) -> None:
+    def open_into(
+        self, header: FrameHeader, body: bytes, out: memoryview, *, commit: bool = True
+    ) -> None:
         """Verify ``body`` (``length`` bytes + tag) and write its data into ``out``.
 
         On failure the sequence does not move (``out`` may hold garbage, which the caller
-        discards with the message).
+        discards with the message). ``commit=False`` verifies without moving the sequence
+        either, and the caller commits later with :meth:`commit` (a server verifies a
+        message's HEAD frame before it takes the session's lock, and commits under it).
         """
         if len(body) != header.length + TAG_BYTES:
             raise TruncatedFrame(got=len(body), expected=header.length + TAG_BYTES)
         opening = self.begin(header, out)
         view = memoryview(body)
         opening.update(view[: header.length])
-        opening.finish(view[header.length :])
+        opening.finish(view[header.length :], commit=commit)
+
+    def commit(self, seq: int) -> None:
+        """Accept frame ``seq`` as the last one (verified earlier); :class:`ReplayError` if a
+        frame at or after it was accepted meanwhile."""
+        if seq <= self.last_seq:
+            raise ReplayError(f"frame {seq} after frame {self.last_seq}")
+        self.last_seq = seq
 
 
 class FrameOpening:
@@ -183,8 +194,9 @@ class FrameOpening:
             target[:] = block
         self._pos += size
 
-    def finish(self, tag: Payload) -> None:
-        """Verify the tag; only then does the opener's sequence advance."""
+    def finish(self, tag: Payload, *, commit: bool = True) -> None:
+        """Verify the tag; only then does the opener's sequence advance (unless ``commit`` is
+        false: see :meth:`FrameOpener.open_into`)."""
         if self._pos != self._header.length:
             raise TruncatedFrame(got=self._pos, expected=self._header.length)
         seq = self._header.seq
@@ -198,9 +210,15 @@ class FrameOpening:
             self._encryptor.finalize()
             if not hmac.compare_digest(self._encryptor.tag, bytes(tag)):
                 raise TamperedFrame(seq=seq)
-        if seq <= self._opener.last_seq:
+        if commit:
+            self._opener.commit(seq)
+        elif seq <= self._opener.last_seq:
             raise ReplayError(f"frame {seq} after frame {self._opener.last_seq}")
-        self._opener.last_seq = seq
+
+
+MAX_HEAD_BYTES = 1 + 64 + 1 + 255 + 8
+"""The longest encoded :class:`MessageHead`: a HEAD frame announcing more is refused from its
+header, before its body is read."""
 
 
 @dataclass(frozen=True)

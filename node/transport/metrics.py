@@ -99,6 +99,8 @@ class TransportMetrics:
     messages_out: Counter
     bytes_in: Counter
     bytes_out: Counter
+    connections: Counter
+    sessions_evicted: Counter
 
     @classmethod
     def create(cls, registry: MetricsRegistry) -> TransportMetrics:
@@ -123,5 +125,14 @@ class TransportMetrics:
             ),
             bytes_out=registry.counter(
                 "manta_transport_sent_bytes_total", "Payload bytes a peer accepted."
+            ),
+            connections=registry.counter(
+                "manta_transport_connections_total",
+                "Server connections by event: opened, refused at the cap, evicted for a new one.",
+                ("event",),
+            ),
+            sessions_evicted=registry.counter(
+                "manta_transport_sessions_evicted_total",
+                "Sessions dropped for a newer one of the same peer (or for room in the table).",
             ),
         )

@@ -1,5 +1,6 @@
 """A member killed mid-training rejoins over the real transport: new URL, join, admission by
-the coordinator, state transfer; afterwards all three train in lockstep again."""
+the coordinator, state transfer from every member (the joiner takes what the majority
+holds); afterwards all three train in lockstep again."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ class Peer:
         self.opt.step()
         self.step += 1
         report = result.report
-        if report.admitted and report.peers[0] == self.exchange.me:
+        if report.admitted:  # every live member offers its state; the joiner counts votes
             state = encode_state(group_payload(self.payload(), self.step))
             await self.membership.offer_state(
                 report.admitted, self.step, self.exchange.alive, state

@@ -275,7 +275,7 @@ async def test_unknown_type_and_failing_handler_are_refused(
 
 
 async def test_lost_session_is_reopened(peers: Peers, client: PeerClient) -> None:
-    peers.server._state.sessions.sessions.clear()  # as after a restart or expiry
+    peers.server._state.sessions.clear()  # as after a restart or expiry
     replies = await asyncio.gather(
         *(client.send("keep", b"12345678", round_id=i) for i in range(3))
     )

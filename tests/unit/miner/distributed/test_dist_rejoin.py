@@ -12,7 +12,7 @@ import torch
 from miner.distributed.channel import InMemoryHub, Mailbox
 from miner.distributed.errors import JoinError
 from miner.distributed.exchange import ExchangeConfig, GradientExchange, RoundResult
-from miner.distributed.frames import RESULT, decode_frame, encode_frame
+from miner.distributed.frames import Declaration, FrameHead, decode_frame, result_frame
 from miner.distributed.rejoin import (
     GroupState,
     JoinRequest,
@@ -122,12 +122,15 @@ async def test_join_from_outside_the_group_is_refused() -> None:
     assert a.alive == tuple(PEERS)
 
 
-def test_result_frames_carry_the_admitted_bitmap() -> None:
-    data = encode_frame(
-        RESULT, 0, 9, 0, 2, b"12345678", [True, True], [False, False], [False, False, True]
+def test_declarations_carry_the_admitted_bitmap() -> None:
+    decl = Declaration(
+        (b"\x01" * 16, b"\x02" * 16), (False, False), (False, False, True), b"r" * 16
     )
+    data = result_frame(FrameHead(0, 9, 0, 2, 2, 3), decl, b"12345678")
     frame = decode_frame(b"".join(data), "p")
-    assert frame.admitted == (False, False, True) and bytes(frame.payload) == b"12345678"
+    assert frame.declaration is not None
+    assert frame.declaration.admitted == (False, False, True)
+    assert bytes(frame.payload) == b"12345678"
 
 
 def test_join_request_and_group_state_messages() -> None:

@@ -73,3 +73,37 @@ def test_all_rejected_gives_zero() -> None:
     agg = aggregate(list(np.full((2, 3), np.nan, np.float32)), None, RobustConfig(), 3)
     assert agg.accepted == [] and agg.rejected == [0, 1]
     assert not agg.mean.any()
+
+
+@pytest.mark.parametrize("evil", [1e30, -1e30, 1e6])
+def test_two_contributions_are_bounded_by_the_smaller(evil: float) -> None:
+    """Two peers: clipping to a median cannot help (the median of two is their mean), so
+    each part is bounded by ``bound_factor`` times the smaller one."""
+    rng = np.random.default_rng(5)
+    honest = rng.normal(size=300).astype(np.float32)
+    bad = np.full(300, evil, np.float32)
+    for clip in ("median", "centered"):
+        config = RobustConfig(clip=clip)  # type: ignore[arg-type]
+        agg = aggregate([honest, bad], None, config, 300)
+        rms = np.sqrt(np.mean(honest.astype(np.float64) ** 2))
+        got = np.sqrt(np.mean(agg.mean.astype(np.float64) ** 2))
+        assert got <= (1 + config.bound_factor) / 2 * rms * 1.0001
+        masks = np.ones((2, 300), bool)
+        masked = aggregate([honest, bad], masks, config, 300).mean
+        np.testing.assert_allclose(masked, agg.mean, rtol=1e-5, atol=1e-6)
+
+
+def test_honest_parts_within_the_bound_average_exactly() -> None:
+    rng = np.random.default_rng(6)
+    a, b = rng.normal(size=(2, 400)).astype(np.float32)
+    agg = aggregate([a, 3 * b], None, RobustConfig(), 400)
+    np.testing.assert_array_equal(agg.mean, (a + 3 * b) * np.float32(0.5))
+
+
+def test_aggregation_is_deterministic_in_the_order_given() -> None:
+    rng = np.random.default_rng(8)
+    rows = list(rng.normal(size=(4, 5000)).astype(np.float32))
+    rows[3] = rows[3] * 50
+    first = aggregate(rows, None, RobustConfig(), 5000).mean.copy()
+    for _ in range(3):
+        assert aggregate(rows, None, RobustConfig(), 5000).mean.tobytes() == first.tobytes()

@@ -146,13 +146,12 @@ async def test_session_table_is_bounded_and_forgets_expired_sessions() -> None:
         initiator = hello_from(now_s=opened_s)
         _, session = await responder(now_s=opened_s).accept(initiator.encoded)
         sessions.append(session)
-    table.add(sessions[0], NOW_S)
-    table.add(sessions[1], NOW_S + 10)
-    with pytest.raises(TransportBusy):
-        table.add(sessions[2], NOW_S + 20)
+    assert table.add(sessions[0], NOW_S) == 0
+    assert table.add(sessions[1], NOW_S + 10) == 0
     assert table.get(sessions[0].session_id, NOW_S + 20) is sessions[0]
     later_s = sessions[0].expires_s
-    table.add(sessions[2], later_s)  # a full table sweeps expired sessions first
+    assert table.add(sessions[2], later_s) == 0  # a full table sweeps expired sessions first
     with pytest.raises(UnknownSession):
         table.get(sessions[0].session_id, later_s)
     assert table.get(sessions[2].session_id, later_s) is sessions[2]
+    assert len(table.sessions) == 1
