@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 from eth_utils.address import is_checksum_address, to_checksum_address
+from eth_utils.crypto import keccak
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -237,8 +238,6 @@ def quorum(members: int) -> int:
 
 def group_hash(members: list[str] | tuple[str, ...]) -> bytes:
     """The contract's hash chain of a group in slot order (``keccak(h ‖ member)`` per slot)."""
-    from eth_utils.crypto import keccak
-
     h = bytes(32)
     for member in members:
         h = keccak(h + bytes.fromhex(checksum_address(member)[2:]))
