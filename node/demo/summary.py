@@ -101,7 +101,9 @@ class Stages:
 
 
 async def gas_by_call(devnet: Devnet, from_block: int) -> dict[str, list[int]]:
-    """Gas used by every TaskMarket call mined since ``from_block``, by function name."""
+    """Gas used by every TaskMarket call mined since ``from_block``, by function name; a call
+    that reverted on chain (a claim that lost the race for the group to another miner's in
+    the same block) is listed apart as ``<name> (reverted)``: it paid gas, and changed nothing."""
     abi = load_artifact("TaskMarket").abi
     names = {"0x" + function_abi_to_4byte_selector(cast(Any, f)).hex(): f["name"]
              for f in abi if f.get("type") == "function"}
@@ -115,6 +117,8 @@ async def gas_by_call(devnet: Devnet, from_block: int) -> dict[str, list[int]]:
                 continue
             receipt = await devnet.rpc.request("eth_getTransactionReceipt", [tx["hash"]])
             name = names.get(tx["input"][:10], tx["input"][:10])
+            if int(receipt["status"], 16) != 1:
+                name += " (reverted)"
             found.setdefault(name, []).append(int(receipt["gasUsed"], 16))
     return found
 
